@@ -1,0 +1,3 @@
+from nextlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""The `nextlab` command: one subcommand per stage, the only thing the workflow calls.
+
+Each stage lives in its own module under `nextlab.cli` with two functions:
+`add_parser(subparsers)` registers the subcommand and its flags, and `run(args) -> int` does the
+work. A `NextlabError` is printed as one clear message (no traceback) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from nextlab import __version__
+from nextlab.errors import NextlabError
+
+# Order is the order of the data flow; `nextlab --help` lists them so.
+STAGE_MODULES = ["data", "tokenize", "train", "sample", "tracking"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nextlab",
+        description="The next-token lab: each subcommand is one stage of the study.",
+    )
+    parser.add_argument("--version", action="version", version=f"nextlab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="<stage>", required=True)
+    for name in STAGE_MODULES:
+        module = importlib.import_module(f"nextlab.cli.{name}")
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args._run(args) or 0)
+    except NextlabError as err:
+        print(f"nextlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nextlab {args.command}: interrupted", file=sys.stderr)
+        return 130

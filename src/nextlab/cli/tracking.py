@@ -1,0 +1,35 @@
+"""`nextlab tracking`: open/close the pipeline's parent MLflow run; re-log a results folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nextlab.cli.common import add_common, load
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "tracking",
+        help="start/end the pipeline's MLflow parent run",
+        description="Create the study's MLflow experiment and a parent run for one pipeline "
+        "invocation (before any parallel job), or mark it ended.",
+    )
+    parser.add_argument("action", choices=["start", "end"], help="start: create; end: close the parent run")
+    add_common(parser)
+    parser.add_argument("--status", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
+    parser.add_argument("--logs", type=Path, default=Path("logs"), help="logs root (default: logs)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from nextlab import tracking
+
+    study = load(args)
+    if args.action == "start":
+        info = tracking.start_invocation(study, args.logs)
+        if info:
+            print(info["parent_run_id"])
+    else:
+        tracking.end_invocation(study, args.status, args.logs)
+    return 0

@@ -1,0 +1,75 @@
+"""Write the world out as documents: biographies (k renderings per person) and QA lines.
+
+Each biography rendering states every attribute once, with a randomly chosen paraphrase and a
+shuffled sentence order, so the model must learn the facts rather than one sentence shape. The
+validation text holds fresh renderings of every seen person that never enter training: how well
+the model predicts their values measures memorised facts, by mention count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nextlab.data.templates import qa_text, question, render_fact
+from nextlab.data.world import IDK, Person, World
+
+
+def render_biography(person: Person, rng: np.random.Generator) -> dict[str, Any]:
+    """One rendering: `{"text", "kind": "bio", "person", "spans"}`, where `spans` lists
+    `[attribute, start, end]` character offsets of each value in the text."""
+    attributes = list(person.attributes)
+    order = rng.permutation(len(attributes))
+    sentences, spans, offset = [], [], 0
+    for i in order:
+        attribute = attributes[int(i)]
+        value = person.attributes[attribute]
+        sentence = render_fact(attribute, int(rng.integers(1 << 16)), person.name, value)
+        start = offset + sentence.index(value, sentence.index(person.name) + len(person.name))
+        spans.append([attribute, start, start + len(value)])
+        sentences.append(sentence)
+        offset += len(sentence) + 1
+    return {"text": " ".join(sentences), "kind": "bio", "person": person.person_id, "spans": spans}
+
+
+def qa_rows(world: World, pretraining_splits: set[str]) -> pd.DataFrame:
+    """One row per (person, attribute), for people and never-seen names alike."""
+    rows = []
+    for person in world.everyone:
+        for attribute, value in person.attributes.items():
+            rows.append(
+                {
+                    "question_id": f"{person.person_id}.{attribute}",
+                    "person_id": person.person_id,
+                    "name": person.name,
+                    "attribute": attribute,
+                    "question": question(attribute, person.name),
+                    "answer": value if person.seen else IDK,
+                    "mentions": person.mentions,
+                    "split": person.split,
+                    "seen": person.seen,
+                    "in_pretraining": person.split in pretraining_splits,
+                }
+            )
+    columns = ["question_id", "person_id", "name", "attribute", "question", "answer", "mentions",
+               "split", "seen", "in_pretraining"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype({"mentions": "int64", "seen": "bool", "in_pretraining": "bool"})
+
+
+def synthetic_documents(
+    world: World, qa: pd.DataFrame, val_mentions: int, rng: np.random.Generator
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training and validation documents of the synthetic world, each list shuffled."""
+    train: list[dict[str, Any]] = []
+    val: list[dict[str, Any]] = []
+    for person in world.people:
+        train.extend(render_biography(person, rng) for _ in range(person.mentions))
+        val.extend(render_biography(person, rng) for _ in range(val_mentions))
+    for row in qa[qa["in_pretraining"]].itertuples(index=False):
+        train.append({"text": qa_text(row.question, row.answer), "kind": "qa", "person": row.person_id})
+    train = [train[i] for i in rng.permutation(len(train))]
+    val = [val[i] for i in rng.permutation(len(val))]
+    return train, val

@@ -1,0 +1,128 @@
+"""End to end: the smoke study through real Snakemake, MLflow and DVC, in a fresh project copy."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project_copy, run, tool_env
+
+pytestmark = pytest.mark.e2e
+
+SMOKE = "params/smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project copy in which the smoke study has been run once through Snakemake with 2 cores."""
+    dest = make_project_copy(tmp_path_factory.mktemp("e2e") / "project")
+    env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"})
+    start = time.perf_counter()
+    proc = run(["snakemake", "--cores", "2", "--config", f"params={SMOKE}"], dest, env)
+    return {"path": dest, "env": env, "seconds": time.perf_counter() - start, "log": proc.stderr}
+
+
+def test_outputs_exist(project):
+    results = project["path"] / "results" / "smoke"
+    for name in ("data/world.json", "data/qa.parquet", "data/stats.json", "tokenizer/tokenizer.json",
+                 "tokenizer/train.npy", "tokenizer/stats.json"):
+        assert (results / name).stat().st_size > 0, name
+    logs = project["path"] / "logs" / "smoke"
+    assert (logs / "data.log").exists() and (logs / "benchmarks" / "data.tsv").exists()
+
+
+def test_mlflow_runs_are_grouped_and_tagged(project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=project["env"]["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("nextlab/smoke")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    by_stage = {}
+    for r in runs:
+        by_stage.setdefault(r.data.tags["nextlab.stage"], []).append(r)
+    assert len(by_stage["pipeline"]) == 1
+    parent = by_stage["pipeline"][0]
+    assert parent.info.status == "FINISHED"
+    children = [r for r in runs if r.info.run_id != parent.info.run_id]
+    assert {"data", "tokenize"} <= set(by_stage)
+    data_hash = json.loads((project["path"] / "results/smoke/data/stats.json").read_text())["data_hash"]
+    for child in children:
+        tags = child.data.tags
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["nextlab.git_commit"] not in ("", "unknown")
+        assert len(tags["nextlab.params_hash"]) == 16
+        assert tags["nextlab.data_hash"] == data_hash
+        assert child.info.status == "FINISHED"
+    data_run = by_stage["data"][0]
+    assert data_run.data.metrics["singleton_rate"] == pytest.approx(0.4)
+    assert data_run.data.params["data.n_people"] == "40"
+    tok_run = by_stage["tokenize"][0]
+    assert tok_run.data.metrics["vocab_size"] == 320
+
+
+def test_second_run_does_nothing(project):
+    start = time.perf_counter()
+    proc = run(["snakemake", "--cores", "2", "--config", f"params={SMOKE}"], project["path"], project["env"])
+    assert "Nothing to be done" in proc.stderr + proc.stdout
+    assert time.perf_counter() - start < 30
+
+
+def test_unrelated_param_edit_reruns_only_what_uses_it(project):
+    params = project["path"] / SMOKE
+    original = params.read_text()
+    params.write_text(original.replace("vocab_size: 320", "vocab_size: 330"))
+    try:
+        proc = run(["snakemake", "-n", "--cores", "2", "--config", f"params={SMOKE}"], project["path"],
+                   project["env"])
+    finally:
+        params.write_text(original)
+    out = proc.stdout + proc.stderr
+    assert "rule tokenize:" in out
+    assert "rule data:" not in out
+
+
+def test_bad_params_stop_before_any_job(project):
+    bad = project["path"] / "params" / "bad.yaml"
+    bad.write_text("study: bad\ndata:\n  mention_mix: {1: 0.5, 2: 0.4}\n")
+    proc = run(["snakemake", "--cores", "2", "--config", "params=params/bad.yaml"], project["path"],
+               project["env"], check=False)
+    assert proc.returncode != 0
+    assert "data.mention_mix: fractions sum to 0.9, must sum to 1" in proc.stderr + proc.stdout
+    assert not (project["path"] / "results" / "bad").exists()
+    bad.unlink()
+
+
+def test_dvc_metrics_show(project):
+    proc = run(["dvc", "metrics", "show", "--json"], project["path"], project["env"])
+    metrics = json.loads(proc.stdout)
+    files = metrics[""]["data"]
+    assert files["results/smoke/data/stats.json"]["data"]["singleton_rate"] == pytest.approx(0.4)
+    assert files["results/smoke/tokenizer/stats.json"]["data"]["vocab_size"] == 320
+
+
+def test_dvc_push_delete_pull_round_trip(project, tmp_path):
+    path, env = project["path"], project["env"]
+    run(["dvc", "commit", "-f", "study@smoke"], path, env)
+    run(["dvc", "remote", "add", "-f", "-d", "local", str(tmp_path / "remote")], path, env)
+    run(["dvc", "push", "study@smoke"], path, env)
+    before = path / "results" / "smoke"
+    saved = tmp_path / "saved"
+    shutil.copytree(before, saved)
+    shutil.rmtree(before)
+    shutil.rmtree(path / ".dvc" / "cache")
+    run(["dvc", "pull", "study@smoke"], path, env)
+    cmp = filecmp.dircmp(saved, before)
+
+    def same(c: filecmp.dircmp) -> bool:
+        if c.left_only or c.right_only or c.diff_files or c.funny_files:
+            return False
+        _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        return not mismatch and not errors and all(same(s) for s in c.subdirs.values())
+
+    assert same(cmp)
