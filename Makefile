@@ -14,13 +14,16 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: setup study snakemake test ui report clean-study help
+.PHONY: setup study snakemake test ui report snakemake-report plots browser clean-study help
 
 help:
 	@echo "make study        set up and run the default study (dvc repro -> snakemake)"
 	@echo "make test         set up and run the tests"
 	@echo "make study STUDY=smoke   any study named params/<study>.yaml"
 	@echo "make ui           serve the MLflow UI on http://127.0.0.1:5000"
+	@echo "make report       redraw the figures and reports/<study>/report.{md,html} (seconds, no training)"
+	@echo "make snakemake-report   reports/<study>/snakemake-report.html: every figure, by stage"
+	@echo "make plots        reports/<study>/dvc-plots/index.html: DVC plots, rendered offline"
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,12 +40,30 @@ study: setup
 snakemake: setup
 	snakemake --profile workflow/profiles/default --config params=params/$(STUDY).yaml
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# Headless Chromium for the MLflow UI test (tests/test_browser.py skips without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "note: chromium is missing and installing it needs root: sudo apt-get install chromium"; fi; } \
+		|| echo "note: could not install chromium; the browser test will be skipped"
 
 ui: setup
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri sqlite:///mlflow.db
+
+report: setup
+	nextlab report --params params/$(STUDY).yaml
+
+snakemake-report: setup
+	snakemake --profile workflow/profiles/default --config params=params/$(STUDY).yaml \
+		--report reports/$(STUDY)/snakemake-report.html
+
+plots: setup
+	dvc plots show results/$(STUDY)/report/plots --html-template workflow/report/dvc-plots.html \
+		-o reports/$(STUDY)/dvc-plots
 
 clean-study:
 	rm -rf results/$(STUDY) logs/$(STUDY) reports/$(STUDY)

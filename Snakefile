@@ -17,6 +17,9 @@ except ParamsError as err:
 
 include: "workflow/rules/common.smk"
 
+# `snakemake --report report.html`: the description on its front page.
+report: "workflow/report/workflow.rst"
+
 
 # One file per stage, in the order of the data flow.
 for stage in STAGES:

@@ -126,3 +126,12 @@ def test_dvc_push_delete_pull_round_trip(project, tmp_path):
         return not mismatch and not errors and all(same(s) for s in c.subdirs.values())
 
     assert same(cmp)
+
+
+def test_workflow_lints_clean_and_dry_runs(root):
+    env = tool_env()
+    lint = run(["snakemake", "--lint", "--config", f"params={SMOKE}"], root, env, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
+    for params in ("params/default.yaml", SMOKE):
+        run(["snakemake", "-n", "--cores", "2", "--config", f"params={params}"], root, env)

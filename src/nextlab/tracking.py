@@ -116,11 +116,18 @@ def flatten(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _NoClient:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 class StageRun:
     """One job's MLflow run. Every method is best-effort: failures become one warning."""
 
     def __init__(self, client: Any, run_id: str | None):
-        self._client = client
+        # Without a client (tracking disabled or unavailable) callers still name client methods
+        # (`self._client.log_batch`) before `_safely` skips them: give them a no-op to name.
+        self._client = client if client is not None else _NoClient()
         self.run_id = run_id
         self._metrics: list[Any] = []
         self._warned = False

@@ -17,7 +17,7 @@ from nextlab import __version__
 from nextlab.errors import NextlabError
 
 # Order is the order of the data flow; `nextlab --help` lists them so.
-STAGE_MODULES = ["data", "tokenize", "train", "sample", "tracking"]
+STAGE_MODULES = ["data", "tokenize", "train", "sft", "posttrain", "evaluate", "nondeterminism", "report", "sample", "tracking"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from nextlab.config.base import Section
 from nextlab.config.data import ATTRIBUTES, PEOPLE_SPLITS, DataParams, UserCorpus
+from nextlab.config.nondeterminism import NondeterminismParams
 from nextlab.config.posttrain import EvaluateParams, PosttrainParams, SFTParams
 from nextlab.config.tokenizer import SPECIAL_TOKENS, TokenizerParams
 from nextlab.config.tracking import TrackingParams
@@ -56,6 +57,7 @@ class Study(Section):
     sft: SFTParams = SFTParams()
     posttrain: PosttrainParams = PosttrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    nondeterminism: NondeterminismParams = NondeterminismParams()
     tracking: TrackingParams = TrackingParams()
 
     @field_validator("models")

@@ -61,12 +61,16 @@ def parse_scheme(name: str) -> Scheme:
 class SFTParams(Section):
     """Supervised fine-tuning on the fine-tune split's questions, loss on answer tokens only."""
 
-    steps: int = Field(150, ge=1)
+    steps: int = Field(60, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(5e-4, gt=0, le=1.0)
-    warmup_steps: int = Field(10, ge=0)
+    lr: float = Field(3e-4, gt=0, le=1.0)
+    warmup_steps: int = Field(5, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    confidence_steps: int = Field(
+        120, ge=1, description="steps teaching the calibrated scheme's confidence format (its own SFT model)"
+    )
+    confidence_lr: float = Field(3e-4, gt=0, le=1.0)
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "SFTParams":
@@ -84,20 +88,17 @@ class PosttrainParams(Section):
         description="reward schemes, each post-trained from the SFT model (none = the SFT model)",
     )
     seeds: tuple[int, ...] = Field((1, 2, 3), min_length=1, description="one post-training run per seed")
-    steps: int = Field(40, ge=1, description="policy-gradient steps")
-    questions_per_step: int = Field(16, ge=1)
+    steps: int = Field(30, ge=1, description="policy-gradient steps")
+    questions_per_step: int = Field(12, ge=1)
     group_size: int = Field(6, ge=2, description="sampled answers per question (the group baseline)")
     temperature: float = Field(0.7, gt=0, le=2.0, description="sampling temperature of the policy")
-    lr: float = Field(3e-4, gt=0, le=1.0)
+    lr: float = Field(2e-4, gt=0, le=1.0)
     kl_coef: float = Field(0.05, ge=0, description="weight of the per-token KL to the SFT model")
     grad_clip: float = Field(1.0, ge=0)
     finetune_share: float = Field(
         0.25, ge=0, lt=1, description="share of each step's questions drawn from the fine-tune split"
     )
     max_answer_tokens: int = Field(16, ge=1, le=256)
-    confidence_warmup_steps: int = Field(
-        40, ge=0, description="calibrated only: SFT steps teaching the confidence format first"
-    )
 
     @field_validator("schemes")
     @classmethod

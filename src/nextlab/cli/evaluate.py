@@ -1,0 +1,115 @@
+"""`nextlab evaluate`: answer the held-out questions with one model, or summarise many.
+
+Two modes:
+  nextlab evaluate --model M --scheme S --seed K --ckpt ckpt.pt --data D --tokenizer T --out DIR
+      one model: answers.parquet and metrics.json (intervals over questions);
+  nextlab evaluate --summary --answers a.parquet b.parquet ... --data D --out DIR
+      every scheme and seed of a model: metrics.json (`<model>/<scheme>/<key>`, intervals over
+      questions and seeds), summary.parquet, answers.parquet (all rows) and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from nextlab.cli.common import add_common, load
+
+log = logging.getLogger("nextlab.evaluate")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate calibration and hallucination (one model, or --summary over schemes and seeds)",
+        description=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(parser)
+    parser.add_argument("--model", help="model name (a key of params models:)")
+    parser.add_argument("--scheme", help="reward scheme the checkpoint was post-trained under (none = SFT)")
+    parser.add_argument("--seed", type=int, help="post-training seed (0 for none)")
+    parser.add_argument("--ckpt", type=Path, help="the checkpoint to evaluate")
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer folder (results/<study>/tokenizer)")
+    parser.add_argument("--data", type=Path, required=True, help="data folder (results/<study>/data)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--summary", action="store_true", help="summarise answers tables instead")
+    parser.add_argument("--answers", type=Path, nargs="+", help="with --summary: the answers.parquet files")
+    return parser
+
+
+def _require(args: argparse.Namespace, names: list[str], mode: str) -> None:
+    from nextlab.errors import NextlabError
+
+    missing = [f"--{n}" for n in names if getattr(args, n) is None]
+    if missing:
+        raise NextlabError(f"{mode} needs {', '.join(missing)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    study = load(args)
+    if args.summary:
+        _require(args, ["answers"], "evaluate --summary")
+        return _summary(study, args)
+    _require(args, ["model", "scheme", "seed", "ckpt", "tokenizer"], "evaluate")
+    return _one(study, args)
+
+
+def _one(study, args: argparse.Namespace) -> int:
+    from nextlab.config.posttrain import parse_scheme
+    from nextlab.errors import NextlabError
+    from nextlab.evaluate.run import run_evaluate
+    from nextlab.io import read_json
+    from nextlab.tracking import stage_run
+
+    try:
+        scheme = parse_scheme(args.scheme)
+    except ValueError as err:
+        raise NextlabError(f"--scheme: {err}") from None
+    data_hash = read_json(args.data / "stats.json").get("data_hash")
+    tags = {"nextlab.model": args.model, "nextlab.scheme": scheme.name, "nextlab.seed": args.seed,
+            "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t}
+    with stage_run(study, "evaluate", f"evaluate/{args.model}/{scheme.name}/seed{args.seed}", tags=tags,
+                   params={"evaluate": study.evaluate.model_dump(mode="json"), "model": args.model,
+                           "scheme": scheme.name, "seed": args.seed}, data_hash=data_hash) as run:
+        metrics = run_evaluate(study, args.model, scheme.name, args.seed, args.ckpt, args.data, args.tokenizer, args.out)
+        run.log_metrics(metrics)
+        for name in ("metrics.json", "answers.parquet"):
+            run.log_artifact(args.out / name)
+    return 0
+
+
+def _summary(study, args: argparse.Namespace) -> int:
+    import time
+
+    from nextlab.evaluate.figures import draw_all
+    from nextlab.evaluate.run import read_answers, summarize
+    from nextlab.io import atomic_path, read_json, write_json
+    from nextlab.tracking import stage_run
+
+    start = time.perf_counter()
+    stats = read_json(args.data / "stats.json")
+    answers = read_answers(args.answers)
+    flat, table = summarize(study, answers, stats.get("singleton_rate"))
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "answers.parquet") as tmp:
+        answers.to_parquet(tmp, index=False)
+    with atomic_path(out / "summary.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    figures = draw_all(answers, table, out / "figures", study.evaluate.targets, study.evaluate.bins)
+    flat["seconds"] = time.perf_counter() - start
+    write_json(out / "metrics.json", flat)
+    models = sorted(answers["model"].unique())
+    with stage_run(study, "evaluate", f"evaluate/{'+'.join(models)}/summary",
+                   tags={"nextlab.model": "+".join(models), "nextlab.scheme": "all"},
+                   params={"evaluate": study.evaluate.model_dump(mode="json")},
+                   data_hash=stats.get("data_hash")) as run:
+        run.log_metrics({k.replace("/", "."): v for k, v in flat.items() if v is not None})
+        for path in [out / "metrics.json", out / "summary.parquet", *figures]:
+            run.log_artifact(path)
+    log.info("evaluate summary of %d answers (%s): %s", len(answers), ", ".join(models),
+             ", ".join(f"{k}={v:.3f}" for k, v in flat.items()
+                       if k.endswith(("/hallucination", "/abstention")) and v is not None))
+    return 0

@@ -1,0 +1,64 @@
+"""`nextlab posttrain`: policy-gradient post-training of the SFT model under one reward scheme."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from nextlab.cli.common import add_common, load
+
+log = logging.getLogger("nextlab.posttrain")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "posttrain",
+        help="post-train the SFT model under one reward scheme and seed",
+        description="On-policy policy gradient (group baseline, KL to the SFT model) under a reward "
+        "scheme: binary, penalized-<t>, calibrated. Writes ckpt.pt, steps.csv (per-step reward, "
+        "answer/abstain rates, KL), metrics.json.",
+    )
+    add_common(parser)
+    parser.add_argument("--model", required=True, help="model name (a key of params models:)")
+    parser.add_argument("--scheme", required=True, help="binary, penalized-<t> (0 < t < 1) or calibrated")
+    parser.add_argument("--seed", type=int, required=True, help="post-training seed")
+    parser.add_argument("--init", type=Path, required=True,
+                        help="checkpoint to start from: .../sft/ckpt.pt (.../sft_confidence/ckpt.pt for calibrated)")
+    parser.add_argument("--data", type=Path, required=True, help="data folder (results/<study>/data)")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder (results/<study>/tokenizer)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder (results/<study>/models/<model>/posttrain/<scheme>/seed<k>)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from nextlab.config.posttrain import parse_scheme
+    from nextlab.errors import NextlabError
+    from nextlab.io import read_json
+    from nextlab.posttrain.stage import run_posttrain
+    from nextlab.tracking import stage_run
+
+    study = load(args)
+    try:
+        scheme = parse_scheme(args.scheme)
+    except ValueError as err:
+        raise NextlabError(f"--scheme: {err}") from None
+    data_hash = read_json(args.data / "stats.json").get("data_hash")
+    tags = {"nextlab.model": args.model, "nextlab.scheme": scheme.name, "nextlab.seed": args.seed,
+            "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t}
+    logged = ("reward", "answer_rate", "abstain_rate", "abstain_rate_seen", "abstain_rate_unseen",
+              "correct_rate", "wrong_rate", "kl", "loss")
+    with stage_run(study, "posttrain", f"posttrain/{args.model}/{scheme.name}/seed{args.seed}", tags=tags,
+                   params={"posttrain": study.posttrain.model_dump(mode="json"), "model": args.model,
+                           "scheme": scheme.name, "seed": args.seed}, data_hash=data_hash) as run:
+        metrics = run_posttrain(
+            study, args.model, scheme.name, args.seed, args.init, args.data, args.tokenizer, args.out,
+            on_step=lambda row: run.log_metrics({k: row[k] for k in logged}, step=row["step"]),
+        )
+        run.log_metrics(metrics)
+        for name in ("metrics.json", "steps.csv"):
+            run.log_artifact(args.out / name)
+    log.info("posttrain %s/%s/seed%d: %s", args.model, scheme.name, args.seed, json.dumps(metrics))
+    return 0

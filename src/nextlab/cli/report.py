@@ -1,0 +1,90 @@
+"""`nextlab report`: every figure and the report of a study, from its results tables alone."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from nextlab.cli.common import add_common, load
+
+log = logging.getLogger("nextlab.report")
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "report",
+        help="draw every figure and write the report (no model is loaded)",
+        description="Draw every figure of the study from the tables under results/<study>/ into "
+        "<out>/figures/, and write <out>/report.md and a self-contained <out>/report.html stating "
+        "each claim, its experiment, its finding with a 95%% interval and its figures. A figure whose "
+        "input is missing is replaced by an image saying what is missing. Takes seconds; trains nothing.",
+    )
+    add_common(parser)
+    parser.add_argument("--results", type=Path, default=None, help="the study's results (default results/<study>)")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default reports/<study>)")
+    parser.add_argument("--data-out", type=Path, default=None,
+                        help="folder for findings.json and the figures' data tables (default <results>/report)")
+    parser.add_argument("--stages", default=None,
+                        help="comma-separated stages whose figures to draw (default: all)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated figure names to redraw, e.g. pretrain-loss (documents untouched)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from nextlab.report import build_report
+
+    study = load(args)
+    results = args.results or Path("results") / study.study
+    out = args.out or Path("reports") / study.study
+    report = build_report(study, results, out, data_out=args.data_out, params_file=args.params,
+                          stages=_names(args.stages), only=_names(args.only))
+    for r in report.figures:
+        log.info("%-8s %-40s %.2fs%s", r.status, r.png, r.seconds, f"  ({r.problem.splitlines()[0]})" if r.problem else "")
+    drawn = sum(r.status == "ok" for r in report.figures)
+    if args.only:
+        log.info("redrew %d/%d figures in %.1fs", drawn, len(report.figures), report.seconds)
+        return 1 if report.failed else 0
+    log.info("report: %d/%d figures in %.1fs -> %s, %s", drawn, len(report.figures), report.seconds,
+             report.markdown, report.html)
+    _track(study, report)
+    return 1 if report.failed else 0
+
+
+def _track(study, report) -> None:
+    """The report as an MLflow run (findings as metrics, figures and the HTML as artifacts), and
+    a shared view of the experiment that lists every run (see `nextlab.report.mlflow_view`)."""
+    import json
+
+    from nextlab.tracking import stage_run
+
+    start = time.perf_counter()
+    findings = json.loads(report.findings.read_text())
+    with stage_run(study, "report", "report", params={"figures": len(report.figures)}) as run:
+        run.log_metrics(findings)
+        run.log_artifact(report.html)
+        for r in report.figures:
+            run.log_artifact(r.png, "figures")
+        tracked = run.active
+    if tracked:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            from nextlab.report.mlflow_view import share_view
+            from nextlab.tracking import ensure_experiment, tracking_uri
+
+            from nextlab.evaluate.summary import headline_keys
+
+            client = MlflowClient(tracking_uri=tracking_uri())
+            headline = headline_keys(study.evaluate.targets)
+            for what, path in share_view(client, ensure_experiment(study), headline).items():
+                log.info("MLflow UI (make ui): http://127.0.0.1:5000/%s  <- %s", path, what)
+        except Exception as err:  # the view is a convenience: never fail the report for it
+            log.warning("could not save the MLflow shared view: %s", err)
+    log.debug("MLflow logging took %.1fs", time.perf_counter() - start)

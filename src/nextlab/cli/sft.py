@@ -1,0 +1,54 @@
+"""`nextlab sft`: supervised fine-tuning of a pretrained model on the fine-tune split's questions
+(or, with --confidence, teaching the SFT model to state a confidence: the calibrated scheme's start)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from nextlab.cli.common import add_common, load
+
+log = logging.getLogger("nextlab.sft")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "sft",
+        help="supervised fine-tuning on QA pairs (loss on answer tokens only)",
+        description="Fine-tune the pretrained checkpoint on the fine-tune split's questions: people "
+        "with their answers, never-seen names with \"I don't know\". Writes ckpt.pt, curve.csv, metrics.json.",
+    )
+    add_common(parser)
+    parser.add_argument("--model", required=True, help="model name (a key of params models:)")
+    parser.add_argument("--init", type=Path, required=True,
+                        help="checkpoint to start from: the pretrained one (.../pretrain/ckpt.pt), or with "
+                        "--confidence the SFT one (.../sft/ckpt.pt)")
+    parser.add_argument("--confidence", action="store_true",
+                        help="teach the calibrated scheme's stated-confidence format to the SFT model instead")
+    parser.add_argument("--data", type=Path, required=True, help="data folder (results/<study>/data)")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder (results/<study>/tokenizer)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder (results/<study>/models/<model>/sft or .../sft_confidence)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from nextlab.io import read_json
+    from nextlab.posttrain.stage import run_sft, run_sft_confidence
+    from nextlab.tracking import stage_run
+
+    study = load(args)
+    data_hash = read_json(args.data / "stats.json").get("data_hash")
+    stage = "sft_confidence" if args.confidence else "sft"
+    fn = run_sft_confidence if args.confidence else run_sft
+    with stage_run(study, stage, f"{stage}/{args.model}", tags={"nextlab.model": args.model},
+                   params={"sft": study.sft.model_dump(mode="json"), "model": args.model}, data_hash=data_hash) as run:
+        metrics = fn(study, args.model, args.init, args.data, args.tokenizer, args.out,
+                     on_step=lambda row: run.log_metrics({"loss": row["loss"], "lr": row["lr"]}, step=row["step"]))
+        run.log_metrics(metrics)
+        for name in ("metrics.json", "curve.csv"):
+            run.log_artifact(args.out / name)
+    log.info("%s %s: %s", stage, args.model, json.dumps(metrics))
+    return 0

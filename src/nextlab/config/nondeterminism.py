@@ -1,0 +1,82 @@
+"""Params of the nondeterminism stage: which factors to sweep and how many prompts and requests.
+
+Job-level factors (one Snakemake job each, per model): `dtypes` x `attention` x `threads`.
+Within a job: every batch size x padding side, teacher forced with and without a KV cache
+(`prefill` = one forward pass over the whole sequence, `decode` = one token at a time with the
+cache) and free-running greedy decoding; then the controls and the repeated-requests experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from nextlab.config.base import Section
+
+DTYPES = ("float32", "bfloat16", "float16")
+PADDINGS = ("none", "left", "right")
+ATTENTION_PATHS = ("sdpa", "explicit")
+CACHE_MODES = ("prefill", "decode")
+# What a job and a model's summary write (the workflow plans its files from these names).
+TABLES = ("prompts", "logits", "steps", "completions", "unique", "timing")
+FIGURES = ("rates_vs_batch", "logit_diff", "first_divergence", "unique_completions", "flips_vs_margin",
+           "invariant_cost")
+
+
+def _unique(value: tuple, what: str) -> tuple:
+    if len(set(value)) != len(value):
+        raise ValueError(f"{what} repeat: {list(value)}")
+    return value
+
+
+class NondeterminismParams(Section):
+    batch_sizes: tuple[int, ...] = Field(
+        (1, 2, 3, 4, 8, 12, 16, 32, 64), min_length=1,
+        description="batch sizes each prompt is decoded in; batch 1 (alone) is always the reference",
+    )
+    paddings: tuple[Literal["none", "left", "right"], ...] = Field(PADDINGS, min_length=1)
+    cache_modes: tuple[Literal["prefill", "decode"], ...] = Field(
+        CACHE_MODES, min_length=1, description="teacher-forced logits without / with a KV cache"
+    )
+    dtypes: tuple[Literal["float32", "bfloat16", "float16"], ...] = Field(
+        ("float32", "bfloat16"), min_length=1, description="one job each; the CPU runs float32 and bfloat16"
+    )
+    attention: tuple[Literal["sdpa", "explicit"], ...] = Field(
+        ATTENTION_PATHS, min_length=1, description="the default path's attention kernel; one job each"
+    )
+    threads: tuple[int, ...] = Field(
+        (1,), min_length=1, description="torch intra-op threads; one job each (bits change with threads)"
+    )
+    checkpoint: Literal["pretrain", "sft"] = Field("sft", description="which checkpoint of each model")
+    qa_prompts: int = Field(16, ge=0, description="evaluation questions decoded as targets")
+    bio_prompts: int = Field(8, ge=0, description="biography openings decoded as targets")
+    bio_prompt_words: int = Field(2, ge=1, le=8, description="words of the opening after the name")
+    max_new_tokens: int = Field(12, ge=1, le=1024, description="greedy tokens per completion")
+    repeat_prompts: int = Field(4, ge=0, description="prompts sent as many requests (unique completions)")
+    repeat_requests: int = Field(32, ge=1, description="requests per repeated prompt, each in a random batch")
+    invariant_control: bool = Field(
+        True, description="run the batch-invariant mode as a positive control (in the first attention path's jobs)"
+    )
+    float64_reference: bool = Field(True, description="decode each target alone in float64 too")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sizes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [b for b in value if b < 1]
+        if bad:
+            raise ValueError(f"batch sizes must be >= 1, got {bad}")
+        return tuple(sorted(_unique(value, "batch sizes")))
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [t for t in value if t < 1 or t > 1024]
+        if bad:
+            raise ValueError(f"thread counts must be between 1 and 1024, got {bad}")
+        return _unique(value, "thread counts")
+
+    @field_validator("paddings", "cache_modes", "dtypes", "attention")
+    @classmethod
+    def _no_repeats(cls, value: tuple, info) -> tuple:
+        return _unique(value, info.field_name)

@@ -1,0 +1,185 @@
+"""The evaluate stage: one model checkpoint in, its per-question answers and metrics out.
+
+Questions: the evaluation split (every mention-count bucket, plus never-seen names) and the
+calibration split (only used to fit the temperature of `ece_ts`). Each is answered greedily and
+graded (`grading`); confidences and candidate probabilities are described in `answers`.
+
+Outputs in `out_dir`:
+- `answers.parquet`: one row per question, see docs/formats.md (every figure and metric can be
+  recomputed from it without a model);
+- `metrics.json`: flat, the same keys for every model and scheme (`summary.scheme_metrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nextlab.config import Study
+from nextlab.config.posttrain import parse_scheme
+from nextlab.data.world import World
+from nextlab.errors import InputFileError, NextlabError
+from nextlab.evaluate.answers import candidate_columns, greedy_answers
+from nextlab.evaluate.summary import bucket_of, bucket_sort_key, scheme_metrics
+from nextlab.io import atomic_path, read_json, write_json
+from nextlab.posttrain.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
+from nextlab.posttrain.qa import QACodec
+from nextlab.provenance import provenance
+from nextlab.train.checkpoint import load_checkpoint
+from nextlab.train.device import resolve_device
+
+log = logging.getLogger(__name__)
+
+ANSWER_COLUMNS = [
+    "question_id", "person_id", "attribute", "mentions", "bucket", "split", "seen", "gold", "answer", "grade",
+    "confidence", "cand_confidence", "guess", "guess_confidence", "guess_correct", "p_idk", "stated_confidence",
+    "finished", "answer_tokens", "model", "scheme", "seed",
+]
+
+
+def expected_buckets(study: Study) -> list[str]:
+    """Every mention count of the params' mix, and never-seen names when there are any."""
+    names = [bucket_of(k) for k in study.data.mention_mix]
+    if study.data.n_unseen > 0:
+        names.append(bucket_of(0))
+    return sorted(names, key=bucket_sort_key)
+
+
+def check_buckets(eval_rows: pd.DataFrame, buckets: list[str], path: str | Path) -> None:
+    present = {bucket_of(m) for m in eval_rows["mentions"]}
+    missing = [b for b in buckets if b not in present]
+    if missing:
+        raise InputFileError(
+            f"{path}: the evaluation split has no questions in bucket(s) {missing} "
+            f"(expected {buckets}); raise data.n_people / data.n_unseen or that mention fraction"
+        )
+
+
+def run_evaluate(
+    study: Study,
+    model_name: str,
+    scheme_name: str,
+    seed: int,
+    ckpt_path: str | Path,
+    data_dir: str | Path,
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+) -> dict[str, Any]:
+    """Answer, grade, score; write answers.parquet and metrics.json. Returns the metrics."""
+    try:
+        scheme = parse_scheme(scheme_name)
+    except ValueError as err:
+        raise NextlabError(str(err)) from None
+    p = study.evaluate
+    data_dir = Path(data_dir)
+    qa_path = data_dir / "qa.parquet"
+    qa = read_qa(qa_path)
+    eval_rows = require_split(qa, "eval", qa_path)
+    calib_rows = require_split(qa, "calibration", qa_path)
+    buckets = expected_buckets(study)
+    check_buckets(eval_rows, buckets, qa_path)
+    world = World.load(data_dir / "world.json")
+    unknown = sorted(set(eval_rows["attribute"]) - set(world.vocabularies))
+    if unknown:
+        raise InputFileError(f"{data_dir / 'world.json'}: no vocabulary for attribute(s) {unknown}")
+    singleton_rate = read_json(data_dir / "stats.json").get("singleton_rate")
+
+    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
+    stage = "sft" if scheme.kind == "none" else "posttrain"
+    ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=stage)
+    if stage == "posttrain":
+        extra = ckpt.get("extra") or {}
+        if extra.get("scheme") != scheme.name or extra.get("seed") != seed:
+            raise NextlabError(
+                f"{ckpt_path}: checkpoint is scheme {extra.get('scheme')!r} seed {extra.get('seed')!r}, "
+                f"expected scheme {scheme.name!r} seed {seed}"
+            )
+    device = resolve_device(study.train.device)
+    model, _ = load_checkpoint(ckpt_path, device)
+    codec = QACodec(tok)
+
+    start = time.perf_counter()
+    tables = []
+    for rows in (eval_rows, calib_rows):
+        rows = rows.reset_index(drop=True)
+        golds = rows["answer"].tolist()
+        answered = greedy_answers(model, codec, rows["question"].tolist(), golds, p.max_answer_tokens, p.batch_size)
+        if p.candidates and rows["split"].iloc[0] == "eval":
+            cands = candidate_columns(model, codec, rows["question"].tolist(), rows["attribute"].tolist(),
+                                      answered["answer"].tolist(), golds, world.vocabularies)
+        else:
+            cands = pd.DataFrame({"guess": [""] * len(rows), "guess_confidence": math.nan,
+                                  "guess_correct": False, "cand_confidence": math.nan, "p_idk": math.nan})
+        table = pd.concat([rows[["question_id", "person_id", "attribute", "mentions", "split", "seen"]],
+                           answered, cands], axis=1)
+        table["gold"] = golds
+        tables.append(table)
+    answers = pd.concat(tables, ignore_index=True)
+    answers["bucket"] = [bucket_of(m) for m in answers["mentions"]]
+    answers["model"], answers["scheme"], answers["seed"] = model_name, scheme.name, int(seed)
+    answers = answers[ANSWER_COLUMNS].astype({"mentions": "int64", "seed": "int64", "seen": bool,
+                                              "guess_correct": bool, "finished": bool})
+    answer_seconds = time.perf_counter() - start
+
+    metrics = scheme_metrics(
+        [answers[answers["split"] == "eval"]], [answers[answers["split"] == "calibration"]],
+        p.targets, p.bins, p.bootstrap_samples, study.seed, singleton_rate, buckets,
+    )
+    metrics["answer_seconds"] = answer_seconds
+    metrics["seconds"] = time.perf_counter() - start
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "answers.parquet") as tmp:
+        answers.to_parquet(tmp, index=False)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "provenance.json", provenance(p, seed, tok_hash))
+    log.info("evaluate %s/%s/seed%d: accuracy %.3f, hallucination %.3f, abstention %.3f (%.1f s)", model_name,
+             scheme.name, seed, metrics["accuracy"], metrics["hallucination"], metrics["abstention"],
+             metrics["seconds"])
+    return metrics
+
+
+def read_answers(paths: list[str | Path]) -> pd.DataFrame:
+    """Concatenate answers.parquet files; a missing or foreign one is an error naming it."""
+    frames = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise InputFileError(f"{path}: answers table not found")
+        frame = pd.read_parquet(path)
+        missing = [c for c in ANSWER_COLUMNS if c not in frame.columns]
+        if missing:
+            raise InputFileError(f"{path}: lacks column(s) {missing}; not an evaluate answers table")
+        frames.append(frame)
+    if not frames:
+        raise NextlabError("no answers tables given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize(study: Study, answers: pd.DataFrame, singleton_rate: float | None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Across seeds, per (model, scheme): flat metrics `<model>/<scheme>/<key>` and a long table
+    (model, scheme, metric, value, lo, hi, n_seeds) the figures and the report read."""
+    p = study.evaluate
+    buckets = expected_buckets(study)
+    flat: dict[str, Any] = {}
+    rows = []
+    for (model, scheme), group in answers.groupby(["model", "scheme"], sort=False):
+        seeds = sorted(group["seed"].unique())
+        ev = [group[(group["seed"] == s) & (group["split"] == "eval")] for s in seeds]
+        cal = [group[(group["seed"] == s) & (group["split"] == "calibration")] for s in seeds]
+        m = scheme_metrics(ev, cal, p.targets, p.bins, p.bootstrap_samples, study.seed, singleton_rate, buckets)
+        for key, value in m.items():
+            flat[f"{model}/{scheme}/{key}"] = value
+        for key, value in m.items():
+            if key.endswith(("_lo", "_hi")):
+                continue
+            rows.append({"model": model, "scheme": scheme, "metric": key, "value": value,
+                         "lo": m.get(f"{key}_lo"), "hi": m.get(f"{key}_hi"), "n_seeds": len(seeds)})
+    table = pd.DataFrame(rows, columns=["model", "scheme", "metric", "value", "lo", "hi", "n_seeds"])
+    return flat, table.astype({"value": float, "lo": float, "hi": float})

@@ -1,0 +1,209 @@
+"""The batch-invariant mode: a prompt's logits are the same bits in any batch.
+
+`BatchInvariantGPT(model)` wraps a trained `GPT` (same weights, no copy) and answers the same
+calls: `forward(idx, attention_mask=None, past_kv=None, use_cache=False)`, so `generate` and
+`token_logprobs` run on it unchanged::
+
+    >>> from nextlab.model import GPT, GPTConfig
+    >>> from nextlab.generate import generate
+    >>> model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, d_model=16))
+    >>> inv = BatchInvariantGPT(model)
+    >>> alone = generate(inv, [[0, 7, 9]], max_new_tokens=5).tokens[0]
+    >>> generate(inv, [[0, 7, 9], [0, 5, 5, 5, 5, 2]], max_new_tokens=5).tokens[0] == alone
+    True
+
+What changes against `GPT.forward` (the default path):
+
+* Only real tokens are computed. Padding columns are dropped before the first layer: the real
+  tokens of the whole batch become rows of one (R, d_model) tensor, and every matrix product runs
+  in fixed-size row blocks (`kernels.linear`). Logits at padding positions are returned as zeros.
+* The KV cache is aligned (`AlignedKVCache`): token j of a sequence is stored in slot j of the
+  sequence's own fixed-length buffer, never shifted by padding, and attention visits it in fixed
+  blocks of slots with products shaped like one decoding step (`kernels.attention`). A prefill
+  and token-by-token decoding therefore compute every token the same way.
+
+Why a wrapper and not a switch inside `GPT.forward`: the default cache concatenates keys along the
+padded time axis, so a token's keys move when the padding changes, and the model's attention
+method receives a boolean mask rather than positions. The aligned cache and the row-packed
+forward are a different data layout, not another kernel behind the same call; keeping them here
+leaves `nextlab.model` unchanged and its modules (weights, layer norms, rotary tables) shared.
+
+The model's architecture (pre-norm blocks, GELU MLP, tied output projection, learned / rotary /
+no positions) is walked here from its modules; `_check_supported` refuses a model config with a
+field this walk does not know, and tests compare its logits with `GPT.forward`'s (to ~1e-5), so a
+change to the model cannot silently diverge from this mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from nextlab.model import GPT
+from nextlab.model.rotary import apply_rotary
+from nextlab.nondeterminism import kernels
+
+# The GPTConfig fields this forward implements; `dropout` and `attention` do not change the maths
+# of an eval-mode forward (the invariant mode has its own attention kernel).
+_KNOWN_FIELDS = {
+    "vocab_size", "block_size", "n_layer", "n_head", "d_model", "positional", "attention",
+    "mlp_ratio", "dropout", "bias",
+}
+
+
+def _check_supported(model: GPT) -> None:
+    unknown = {f.name for f in fields(model.config)} - _KNOWN_FIELDS
+    if unknown:
+        raise NotImplementedError(
+            f"the batch-invariant forward does not implement model config field(s) {sorted(unknown)}; "
+            "extend nextlab.nondeterminism.invariant before using it on this model"
+        )
+
+
+@dataclass
+class AlignedKVCache:
+    """Per layer, keys (B, heads, head_size, slots), transposed for the score product, and values
+    (B, heads, slots, head_size); token j of sequence b sits in slot j.
+
+    lengths: (B,) real tokens stored per sequence; seen: attention-mask columns consumed so far
+    (real and padding), so the next call's mask must have `seen + T` columns; zeroed: how many
+    blocks of slots hold zeros or written keys (blocks are zeroed when attention first visits
+    them: a slot not yet written is multiplied by probability 0, and 0 * NaN would be NaN).
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    lengths: torch.Tensor
+    seen: int = 0
+    zeroed: int = 0
+
+    @classmethod
+    def empty(cls, model: GPT, batch: int, dtype: torch.dtype, device: torch.device) -> "AlignedKVCache":
+        cfg = model.config
+        slots = kernels.key_slots(cfg.block_size)
+        k_shape = (batch, cfg.n_head, cfg.head_size, slots)
+        v_shape = (batch, cfg.n_head, slots, cfg.head_size)
+        return cls(
+            keys=[torch.empty(k_shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)],
+            values=[torch.empty(v_shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)],
+            lengths=torch.zeros(batch, dtype=torch.long, device=device),
+        )
+
+    def zero_blocks(self, blocks: int) -> None:
+        """Zero the slot blocks up to `blocks` that were never zeroed (before keys are written)."""
+        if blocks <= self.zeroed:
+            return
+        cols = slice(self.zeroed * kernels.SLOT_BLOCK, blocks * kernels.SLOT_BLOCK)
+        for keys, values in zip(self.keys, self.values):
+            keys[..., cols] = 0
+            values[:, :, cols] = 0
+        self.zeroed = blocks
+
+
+class BatchInvariantGPT(nn.Module):
+    """A GPT whose per-prompt logits do not depend on batch size, neighbours, padding or cache."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        _check_supported(model)
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @torch.no_grad()
+    def forward(
+        self,
+        idx: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_kv: AlignedKVCache | None = None,
+        use_cache: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, AlignedKVCache]:
+        """As `GPT.forward`; `past_kv` is an `AlignedKVCache` (updated in place and returned)."""
+        model, cfg = self.model, self.model.config
+        B, T = idx.shape
+        dtype, device = model.wte.weight.dtype, idx.device
+        cache = past_kv if past_kv is not None else AlignedKVCache.empty(model, B, dtype, device)
+        if cache.lengths.size(0) != B:
+            raise ValueError(f"cache holds {cache.lengths.size(0)} sequences, idx has {B}")
+        if attention_mask is None:
+            new_mask = torch.ones(B, T, dtype=torch.long, device=device)
+        else:
+            if attention_mask.shape != (B, cache.seen + T):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, cache.seen + T)}"
+                )
+            new_mask = attention_mask[:, cache.seen :].long()
+
+        # Real tokens only, sequence by sequence: (b, t) in the input, rank among this call's new
+        # tokens of b (its query column) and position in b's whole sequence (its cache slot).
+        real = new_mask.bool()
+        dense = bool(real.all())  # no padding in this call: the rows are the (B, T) grid itself
+        b_idx, t_idx = real.nonzero(as_tuple=True)
+        rank = t_idx if dense else (new_mask.cumsum(1) - 1)[b_idx, t_idx]
+        pos = cache.lengths[b_idx] + rank
+        rows = b_idx.numel()
+        if rows and int(pos.max()) >= cfg.block_size:
+            raise ValueError(f"position {int(pos.max())} is beyond block_size={cfg.block_size}")
+        width = int(real.sum(1).max()) if rows else 0
+        q_pos = torch.full((B, width), -1, dtype=torch.long, device=device)
+        q_pos[b_idx, rank] = pos
+        masks = kernels.SlotMasks.from_positions(q_pos)
+        cache.zero_blocks(len(masks.keep))
+        # Where each new token's keys and values go, as flat indices for index_copy_: values are
+        # rows (b, head, slot) of a (B * heads * slots, head_size) view; keys, stored transposed,
+        # are elements (b, head, channel, slot).
+        slots = cache.values[0].size(2)
+        bh = b_idx[:, None] * cfg.n_head + torch.arange(cfg.n_head, device=device)  # (R, heads)
+        value_rows = (bh * slots + pos[:, None]).reshape(-1)
+        channels = torch.arange(cfg.head_size, device=device)
+        key_cells = ((bh[:, :, None] * cfg.head_size + channels) * slots + pos[:, None, None]).reshape(-1)
+
+        x = model.wte(idx[b_idx, t_idx])
+        if model.wpe is not None:
+            x = x + model.wpe(pos)
+        rotary = None
+        if cfg.positional == "rotary":
+            rotary = (model.rope_cos[pos].unsqueeze(1), model.rope_sin[pos].unsqueeze(1))
+
+        for layer, block in enumerate(model.blocks):
+            attn = block.attn
+            h = kernels.linear(block.ln_1(x), attn.c_attn.weight, attn.c_attn.bias)
+            q, k, v = (t.reshape(rows, cfg.n_head, cfg.head_size) for t in h.split(cfg.d_model, dim=1))
+            if rotary is not None:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            keys, values = cache.keys[layer], cache.values[layer]
+            keys.view(-1).index_copy_(0, key_cells, k.reshape(-1))
+            values.view(-1, cfg.head_size).index_copy_(0, value_rows, v.reshape(-1, cfg.head_size))
+            if dense:
+                queries = q.view(B, T, cfg.n_head, cfg.head_size).transpose(1, 2)
+            else:
+                queries = q.new_zeros(B, cfg.n_head, width, cfg.head_size)
+                queries[b_idx, :, rank] = q
+            y = kernels.attention(queries, keys, values, masks)
+            y = y.transpose(1, 2).reshape(rows, cfg.d_model) if dense else y[b_idx, :, rank].reshape(rows, cfg.d_model)
+            x = x + kernels.linear(y, attn.c_proj.weight, attn.c_proj.bias)
+            mlp = block.mlp
+            h = F.gelu(kernels.linear(block.ln_2(x), mlp.c_fc.weight, mlp.c_fc.bias))
+            x = x + kernels.linear(h, mlp.c_proj.weight, mlp.c_proj.bias)
+
+        logits_rows = kernels.linear(model.ln_f(x), model.wte.weight)
+        if dense:
+            logits = logits_rows.view(B, T, cfg.vocab_size)
+        else:
+            logits = logits_rows.new_empty(B * T, cfg.vocab_size)
+            logits[~real.view(-1)] = 0
+            logits.index_copy_(0, b_idx * T + t_idx, logits_rows)
+            logits = logits.view(B, T, cfg.vocab_size)
+        cache.lengths = cache.lengths + real.sum(1)
+        cache.seen += T
+        return (logits, cache) if use_cache else logits
+
+
+def batch_invariant(model: GPT) -> BatchInvariantGPT:
+    """The batch-invariant mode of `model` (shares its weights): pass it wherever a GPT goes."""
+    return BatchInvariantGPT(model)

@@ -1,0 +1,114 @@
+"""The job's flat metrics (metrics.json for DVC, MLflow), computed from its tables only.
+
+Key families (`<m>` is a teacher-forced measure, `prefill` or `decode`; `<b>` a batch size > 1):
+
+* `<m>_not_equal_share`, `<m>_flip_rate`, `<m>_max_abs_diff`, `<m>_mean_abs_diff`,
+  `<m>_prompts_with_flip`: over every target x batch size x padding, default path;
+  `<m>_not_equal_share_b<b>`, `<m>_flip_rate_b<b>`: per batch size;
+* `free_differ_rate`, `free_differ_rate_b<b>`, `free_first_divergence_mean`,
+  `free_differ_fp64_rate`, `alone_differ_fp64_rate`, `qa_grade_changed_rate`,
+  `qa_grade_changed`: free-running completions against the same prompt alone (and float64);
+* `prefill_vs_decode_not_equal_share`: alone, the cache's logits against one forward pass;
+* `unique_completions_mean`, `unique_completions_max`, `repeat_requests`;
+* controls, which must be 0 where the method is sound: `control_repeat_not_equal` (the same
+  batches run twice, default path: steps or completions that differ), `control_invariant_*`
+  (the batch-invariant mode: differing steps, flips, differing completions, its prefill vs
+  decode, and `control_invariant_unique_max` which must be 1);
+* `tokens_per_s_default_b<b>`, `tokens_per_s_invariant_b<b>`, `invariant_slowdown_b<b>`:
+  free-running decoding speed (all rows' tokens / wall seconds), and their ratio.
+
+A value that cannot be computed (e.g. no QA target) is None, so every job has the same keys.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den else None
+
+
+def _logit_stats(rows: pd.DataFrame) -> dict[str, float | None]:
+    steps = rows["steps"].sum()
+    return {
+        "not_equal_share": _ratio(rows["steps_not_equal"].sum(), steps),
+        "flip_rate": _ratio(rows["flips"].sum(), steps),
+        "max_abs_diff": float(rows["max_abs_diff"].max()) if len(rows) else None,
+        "mean_abs_diff": _ratio((rows["mean_abs_diff"] * rows["steps"]).sum(), steps),
+        "prompts_with_flip": float((rows["flips"] > 0).mean()) if len(rows) else None,
+    }
+
+
+def job_metrics(logits: pd.DataFrame, completions: pd.DataFrame, timing: pd.DataFrame, unique: pd.DataFrame,
+                batch_sizes: list[int], cache_modes: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    sizes = [b for b in batch_sizes if b > 1]
+    first = logits[(logits["run"] == "first") & (logits["batch_size"] > 1)] if len(logits) else logits
+    for m in cache_modes:
+        rows = first[(first["path"] == "default") & (first["measure"] == m)] if len(first) else first
+        for key, value in _logit_stats(rows).items():
+            out[f"{m}_{key}"] = value
+        for b in sizes:
+            at = rows[rows["batch_size"] == b] if len(rows) else rows
+            stats = _logit_stats(at)
+            out[f"{m}_not_equal_share_b{b}"] = stats["not_equal_share"]
+            out[f"{m}_flip_rate_b{b}"] = stats["flip_rate"]
+
+    comp = completions[completions["run"] == "first"] if len(completions) else completions
+    default = comp[comp["path"] == "default"] if len(comp) else comp
+    batched = default[default["batch_size"] > 1] if len(default) else default
+    alone = default[default["batch_size"] == 1] if len(default) else default
+    out["free_differ_rate"] = float(batched["differs"].mean()) if len(batched) else None
+    for b in sizes:
+        at = batched[batched["batch_size"] == b] if len(batched) else batched
+        out[f"free_differ_rate_b{b}"] = float(at["differs"].mean()) if len(at) else None
+    diverged = batched[batched["differs"]] if len(batched) else batched
+    out["free_first_divergence_mean"] = float(diverged["first_divergence"].mean()) if len(diverged) else None
+    out["free_differ_fp64_rate"] = _mean_of(batched, "differs_fp64")
+    out["alone_differ_fp64_rate"] = _mean_of(alone, "differs_fp64")
+    qa = batched[batched["kind"] == "qa"] if len(batched) else batched
+    out["qa_grade_changed_rate"] = _mean_of(qa, "grade_changed")
+    out["qa_grade_changed"] = int(qa["grade_changed"].fillna(False).astype(bool).sum()) if len(qa) else 0
+
+    pvd = logits[(logits["measure"] == "prefill_vs_decode")] if len(logits) else logits
+    for path, key in (("default", "prefill_vs_decode_not_equal_share"),
+                      ("invariant", "control_invariant_prefill_vs_decode_not_equal")):
+        rows = pvd[pvd["path"] == path] if len(pvd) else pvd
+        out[key] = (_ratio(rows["steps_not_equal"].sum(), rows["steps"].sum()) if path == "default"
+                    else (int(rows["steps_not_equal"].sum()) if len(rows) else None))
+
+    default_unique = unique[unique["path"] == "default"] if len(unique) else unique
+    out["unique_completions_mean"] = float(default_unique["unique"].mean()) if len(default_unique) else None
+    out["unique_completions_max"] = int(default_unique["unique"].max()) if len(default_unique) else None
+    out["repeat_requests"] = int(default_unique["requests"].sum()) if len(default_unique) else 0
+
+    control = logits[logits["run"] == "control"] if len(logits) else logits
+    out["control_repeat_not_equal"] = int(control["steps_not_equal"].sum()) if len(control) else None
+    inv_logits = first[first["path"] == "invariant"] if len(first) else first
+    inv_comp = comp[(comp["path"] == "invariant") & (comp["batch_size"] > 1)] if len(comp) else comp
+    has_inv = bool(len(inv_logits) or len(inv_comp))
+    out["control_invariant_not_equal"] = int(inv_logits["steps_not_equal"].sum()) if has_inv else None
+    out["control_invariant_flips"] = int(inv_logits["flips"].sum()) if has_inv else None
+    out["control_invariant_differ"] = int(inv_comp["differs"].sum()) if has_inv else None
+    inv_unique = unique[unique["path"] == "invariant"] if len(unique) else unique
+    out["control_invariant_unique_max"] = int(inv_unique["unique"].max()) if len(inv_unique) else None
+
+    free = timing[(timing["measure"] == "free") & (timing["run"] == "first")] if len(timing) else timing
+    for b in sizes:
+        speed = {}
+        for path in ("default", "invariant"):
+            rows = free[(free["path"] == path) & (free["batch_size"] == b)] if len(free) else free
+            speed[path] = _ratio(rows["tokens"].sum(), rows["seconds"].sum()) if len(rows) else None
+            out[f"tokens_per_s_{path}_b{b}"] = speed[path]
+        both = speed["default"] and speed["invariant"]
+        out[f"invariant_slowdown_b{b}"] = speed["default"] / speed["invariant"] if both else None
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+
+def _mean_of(rows: pd.DataFrame, column: str) -> float | None:
+    values = rows[column].dropna() if len(rows) else []
+    return float(values.astype(bool).mean()) if len(values) else None

@@ -1,0 +1,93 @@
+"""The prompts the study decodes: evaluation questions and open-ended biography openings.
+
+* QA prompts: the evaluation split of `qa.parquet`, in the QA format
+  `<|bos|><|question|>{question}<|answer|>`, graded against the gold answer.
+* Biography prompts: `<|bos|>` + an evaluation person's name + the first words of one of the
+  biography sentence templates that begin with the name, e.g. `Talo Mirvek was born`; the model
+  continues freely (no grade).
+
+Targets are a seeded sample of both kinds, from their most common token lengths; the neighbours a target is batched with are drawn from
+the whole pool (every evaluation question and every evaluation person's opening), so a batch of 64
+can hold 64 different prompts.
+
+    >>> bio_opening("Ada Quill", "{name} was born in the city of {value}.", words=2)
+    'Ada Quill was born'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nextlab.data.templates import BIO_TEMPLATES
+from nextlab.errors import NextlabError
+from nextlab.posttrain.inputs import require_split
+from nextlab.posttrain.qa import QACodec
+from nextlab.tokenizer import BOS_ID
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str  # question_id for QA, "bio:<person_id>" for a biography opening
+    kind: str  # "qa" or "bio"
+    text: str
+    tokens: tuple[int, ...]
+    gold: str | None  # the gold answer of a QA prompt
+
+
+# Templates that start with the name, so the prompt is "name + first words".
+_OPENINGS = [t for templates in BIO_TEMPLATES.values() for t in templates if t.startswith("{name} ")]
+
+
+def bio_opening(name: str, template: str, words: int) -> str:
+    """The name and the first `words` words of `template` after it."""
+    after = template.removeprefix("{name} ").split()
+    return " ".join([name, *after[:words]])
+
+
+def build_pool(qa: pd.DataFrame, qa_path: str | Path, codec: QACodec, tokenizer: Any, words: int,
+               seed: int) -> tuple[list[Prompt], list[Prompt]]:
+    """Every evaluation QA prompt and every evaluation person's biography opening."""
+    rows = require_split(qa, "eval", qa_path).sort_values("question_id")
+    qa_prompts = [
+        Prompt(r.question_id, "qa", r.question, tuple(codec.prompt(r.question)), r.answer)
+        for r in rows.itertuples()
+    ]
+    people = rows[rows["seen"]].drop_duplicates("person_id").sort_values("person_id")
+    rng = np.random.default_rng([seed, 5])
+    bio_prompts = []
+    for r in people.itertuples():
+        text = bio_opening(r.name, _OPENINGS[int(rng.integers(len(_OPENINGS)))], words)
+        ids = tokenizer.encode(text, add_special_tokens=False).ids
+        bio_prompts.append(Prompt(f"bio:{r.person_id}", "bio", text, (BOS_ID, *ids), None))
+    return qa_prompts, bio_prompts
+
+
+def choose_targets(qa_pool: list[Prompt], bio_pool: list[Prompt], n_qa: int, n_bio: int, seed: int,
+                   where: str) -> list[Prompt]:
+    """n_qa QA and n_bio biography prompts, taken from the most common token lengths first (seeded
+    within a length), so that padding `none` can batch several targets of one length together;
+    too few available is an error."""
+    for n, pool, what, key in ((n_qa, qa_pool, "evaluation questions", "qa_prompts"),
+                               (n_bio, bio_pool, "evaluation people with a biography", "bio_prompts")):
+        if n > len(pool):
+            raise NextlabError(
+                f"nondeterminism.{key}={n}, but {where} has only {len(pool)} {what}; lower it"
+            )
+    rng = np.random.default_rng([seed, 6])
+
+    def pick(pool: list[Prompt], n: int) -> list[Prompt]:
+        by_length: dict[int, list[Prompt]] = {}
+        for prompt in pool:
+            by_length.setdefault(len(prompt.tokens), []).append(prompt)
+        chosen: list[Prompt] = []
+        for length in sorted(by_length, key=lambda k: (-len(by_length[k]), k)):
+            group = by_length[length]
+            chosen += [group[i] for i in rng.permutation(len(group))][: n - len(chosen)]
+        return sorted(chosen, key=lambda p: p.prompt_id)
+
+    return pick(qa_pool, n_qa) + pick(bio_pool, n_bio)

@@ -1,0 +1,240 @@
+"""The nondeterminism stage: one job per model x dtype x attention path x thread count, and a
+summary per model.
+
+Job outputs in `out_dir` (results/<study>/nondeterminism/<model>/<dtype>/<attention>/threads<k>/):
+
+| file | content |
+|---|---|
+| `prompts.parquet` | the target prompts: id, kind (qa/bio), text, tokens, gold answer |
+| `logits.parquet` | per target x path x measure (prefill/decode) x batch size x padding: steps, steps not bitwise equal to alone, max/mean abs logit difference, argmax flips, first flip, min top-2 margin; `run` is `first`, or `control` for the rerun of the largest batch |
+| `steps.parquet` | per step of the default path's teacher-forced runs: margin, max abs difference, not equal, flip |
+| `completions.parquet` | per target x path x batch size x padding (and each repeated request): the free-running completion, whether and where it diverges from alone, against float64, QA grades |
+| `unique.parquet` | per repeated prompt: requests and distinct completions |
+| `timing.parquet` | per path x measure x batch size x padding: wall and CPU seconds, tokens |
+| `env.json` | the environment fingerprint (`env.fingerprint`) |
+| `provenance.json` | code version, params hash, data and tokenizer hashes, the checkpoint |
+| `metrics.json` | flat metrics (`metrics.job_metrics`) |
+
+Every check on params and inputs runs before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from nextlab.config import Study
+from nextlab.config.nondeterminism import ATTENTION_PATHS, DTYPES, TABLES
+from nextlab.errors import NextlabError
+from nextlab.evaluate.grading import grade
+from nextlab.io import atomic_path, read_json, write_json
+from nextlab.model import GPT, GPTConfig
+from nextlab.nondeterminism.env import dtype_runs, fingerprint
+from nextlab.nondeterminism.invariant import BatchInvariantGPT
+from nextlab.nondeterminism.metrics import job_metrics
+from nextlab.nondeterminism.prompts import Prompt, build_pool, choose_targets
+from nextlab.nondeterminism.study import Models, Runner, unique_completions
+from nextlab.posttrain.inputs import checked_checkpoint, read_qa, tokenizer_and_hash
+from nextlab.posttrain.qa import QACodec
+from nextlab.provenance import provenance
+from nextlab.tokenizer import EOS_ID
+from nextlab.train.device import resolve_device
+
+log = logging.getLogger(__name__)
+
+_PER_BATCH = re.compile(r"_b\d+$")
+
+
+def job_name(model: str, dtype: str, attention: str, threads: int) -> str:
+    return f"{model}/{dtype}/{attention}/threads{threads}"
+
+
+def check_factors(study: Study, dtype: str, attention: str, threads: int, device: torch.device) -> torch.dtype:
+    """The job's factors are known and the device can run the dtype; returns the torch dtype."""
+    if dtype not in DTYPES:
+        raise NextlabError(f"dtype {dtype!r} is unknown; allowed: {', '.join(DTYPES)}")
+    if attention not in ATTENTION_PATHS:
+        raise NextlabError(f"attention path {attention!r} is unknown; allowed: {', '.join(ATTENTION_PATHS)}")
+    if threads < 1:
+        raise NextlabError(f"threads must be >= 1, got {threads}")
+    torch_dtype = getattr(torch, dtype)
+    problem = dtype_runs(device, torch_dtype)
+    if problem:
+        raise NextlabError(f"dtype {dtype} cannot run on {device} ({problem}); choose another in nondeterminism.dtypes")
+    return torch_dtype
+
+
+def check_sizes(study: Study, model_name: str, targets: list[Prompt], pool: list[Prompt], where: str) -> None:
+    p = study.nondeterminism
+    if not targets:
+        raise NextlabError("nondeterminism.qa_prompts and bio_prompts are both 0: nothing to decode")
+    biggest = max(p.batch_sizes)
+    if biggest > len(pool):
+        raise NextlabError(
+            f"nondeterminism.batch_sizes holds {biggest}, but {where} gives only {len(pool)} different prompts "
+            f"(evaluation questions and biography openings) to fill a batch; lower the batch size"
+        )
+    if p.repeat_prompts > len(targets):
+        raise NextlabError(
+            f"nondeterminism.repeat_prompts={p.repeat_prompts} exceeds the {len(targets)} target prompts "
+            f"(qa_prompts + bio_prompts)"
+        )
+    block = study.models[model_name].block_size
+    longest = max(len(t.tokens) for t in pool)
+    if longest + p.max_new_tokens > block:
+        raise NextlabError(
+            f"the longest prompt ({longest} tokens) plus nondeterminism.max_new_tokens={p.max_new_tokens} "
+            f"exceeds model {model_name}'s block_size={block}; lower max_new_tokens"
+        )
+
+
+def load_models(ckpt: dict[str, Any], attention: str, dtype: torch.dtype, device: torch.device,
+                invariant: bool, reference: bool) -> Models:
+    config = GPTConfig.from_dict({**ckpt["model_config"], "attention": attention})
+
+    def build(d: torch.dtype) -> GPT:
+        model = GPT(config)
+        model.load_state_dict(ckpt["model"])
+        return model.to(device=device, dtype=d).eval()
+
+    default = build(dtype)
+    return Models(
+        default=default,
+        invariant=BatchInvariantGPT(default) if invariant else None,
+        reference=build(torch.float64) if reference else None,
+    )
+
+
+def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: int, ckpt_path: str | Path,
+            data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    p = study.nondeterminism
+    device = resolve_device(study.train.device)
+    torch_dtype = check_factors(study, dtype, attention, threads, device)
+    qa_path = Path(data_dir) / "qa.parquet"
+    qa = read_qa(qa_path)
+    data_hash = read_json(Path(data_dir) / "stats.json").get("data_hash")
+    if "name" not in qa.columns:
+        raise NextlabError(f"{qa_path}: lacks the column 'name' that biography openings need")
+    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
+    codec = QACodec(tok)
+    qa_pool, bio_pool = build_pool(qa, qa_path, codec, tok, p.bio_prompt_words, study.seed)
+    pool = qa_pool + bio_pool
+    targets = choose_targets(qa_pool, bio_pool, p.qa_prompts, p.bio_prompts, study.seed, str(qa_path))
+    check_sizes(study, model_name, targets, pool, str(qa_path))
+    ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=p.checkpoint)
+
+    torch.set_num_threads(threads)
+    # The invariant mode has its own attention kernel, so the attention path does not change it:
+    # it runs once per dtype and thread count, in the job of the first attention path listed.
+    invariant = p.invariant_control and (attention == p.attention[0] or attention not in p.attention)
+    models = load_models(ckpt, attention, torch_dtype, device, invariant, p.float64_reference)
+
+    def grader(prompt: Prompt, tokens: list[int]) -> str | None:
+        if prompt.kind != "qa":
+            return None
+        decoded = codec.decode(list(tokens))
+        return grade(decoded.answer, prompt.gold) if decoded.finished else "wrong"
+
+    start = time.perf_counter()
+    tables = Runner(models, targets, pool, p, study.seed, EOS_ID, grader).measure().frames()
+    seconds = time.perf_counter() - start
+    tables["unique"] = unique_completions(tables["completions"], EOS_ID)
+    tables["prompts"] = pd.DataFrame([{"prompt_id": t.prompt_id, "kind": t.kind, "text": t.text,
+                                       "tokens": " ".join(map(str, t.tokens)), "gold": t.gold} for t in targets])
+    metrics = job_metrics(tables["logits"], tables["completions"], tables["timing"], tables["unique"],
+                          list(p.batch_sizes), list(p.cache_modes))
+    metrics["seconds"] = seconds
+    factors = {"model": model_name, "dtype": dtype, "attention": attention, "threads": threads}
+    env = fingerprint(device, torch_dtype)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        table = tables[name].assign(**factors)
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+    write_json(out / "env.json", {**factors, **env})
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "provenance.json", {**provenance(p, study.seed, data_hash), "tokenizer_hash": tok_hash,
+                                         "checkpoint": str(ckpt_path)})
+    _track_job(study, factors, metrics, env, out, ckpt_path, data_hash)
+    log.info("nondeterminism %s: %.1f s; decode not-equal share %s, flip rate %s, completions differ %s, "
+             "invariant control %s", job_name(model_name, dtype, attention, threads), seconds,
+             metrics.get("decode_not_equal_share"), metrics.get("decode_flip_rate"), metrics.get("free_differ_rate"),
+             metrics.get("control_invariant_not_equal"))
+    return metrics
+
+
+def _track_job(study: Study, factors: dict[str, Any], metrics: dict[str, Any], env: dict[str, Any], out: Path,
+               ckpt_path: str | Path, data_hash: str | None) -> None:
+    from nextlab.tracking import stage_run
+
+    name = job_name(factors["model"], factors["dtype"], factors["attention"], factors["threads"])
+    tags = {"nextlab.model": factors["model"], "nextlab.scheme": study.nondeterminism.checkpoint,
+            "nextlab.seed": study.seed, "nextlab.dtype": factors["dtype"], "nextlab.attention": factors["attention"],
+            "nextlab.threads": factors["threads"], "nextlab.device": env["device"],
+            "nextlab.cpu": env["cpu_model"], "nextlab.torch": env["torch"],
+            "nextlab.sdpa_backend": env["sdpa_backend_masked"]}
+    params = {"nondeterminism": study.nondeterminism.model_dump(mode="json"), **factors,
+              "checkpoint_path": str(ckpt_path)}
+    with stage_run(study, "nondeterminism", f"nondeterminism/{name}", tags=tags, params=params,
+                   data_hash=data_hash) as run:
+        run.log_metrics({k: v for k, v in metrics.items() if v is not None and not _PER_BATCH.search(k)})
+        # Per batch size, under by_batch_size.<key>: the batch size is the step, so MLflow draws
+        # each measure against it.
+        for b in study.nondeterminism.batch_sizes:
+            per_b = {f"by_batch_size.{k.removesuffix(f'_b{b}')}": v for k, v in metrics.items()
+                     if k.endswith(f"_b{b}") and v is not None}
+            if per_b:
+                run.log_metrics(per_b, step=b)
+        run.log_dict(env, "env.json")
+        for name_ in ("metrics.json", "completions.parquet", "logits.parquet", "unique.parquet", "timing.parquet"):
+            run.log_artifact(out / name_)
+
+
+def read_jobs(job_dirs: list[str | Path]) -> dict[str, pd.DataFrame]:
+    """Concatenate the tables of several job folders; a missing table is an error naming it."""
+    from nextlab.io import require_file
+
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
+    for folder in job_dirs:
+        for name in TABLES:
+            path = require_file(Path(folder) / f"{name}.parquet", f"nondeterminism {name} table")
+            try:
+                frames[name].append(pd.read_parquet(path))
+            except Exception as err:
+                raise NextlabError(f"{path}: not a readable parquet file ({err})") from None
+    return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
+
+
+def run_summary(study: Study, model_name: str, job_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """Figures over every job of a model, and a flat metrics.json keyed `<dtype>.<attention>.threads<k>.<key>`."""
+    from nextlab.nondeterminism.figures import draw_all
+    from nextlab.tracking import stage_run
+
+    tables = read_jobs(job_dirs)
+    data_hash = read_json(Path(job_dirs[0]) / "provenance.json").get("data_hash")
+    flat: dict[str, Any] = {}
+    for folder in job_dirs:
+        env = read_json(Path(folder) / "env.json")
+        metrics = read_json(Path(folder) / "metrics.json")
+        prefix = f"{env['dtype']}.{env['attention']}.threads{env['threads']}"
+        flat.update({f"{prefix}.{k}": v for k, v in metrics.items()})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = draw_all(tables, out / "figures")
+    write_json(out / "metrics.json", flat)
+    with stage_run(study, "nondeterminism", f"nondeterminism/{model_name}/summary",
+                   tags={"nextlab.model": model_name, "nextlab.scheme": study.nondeterminism.checkpoint},
+                   params={"nondeterminism": study.nondeterminism.model_dump(mode="json")},
+                   data_hash=data_hash) as run:
+        run.log_metrics({k: v for k, v in flat.items() if v is not None and not _PER_BATCH.search(k)})
+        for path in [out / "metrics.json", *figures]:
+            run.log_artifact(path)
+    return flat

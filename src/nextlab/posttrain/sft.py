@@ -1,0 +1,134 @@
+"""Supervised fine-tuning on (prompt, answer) pairs, with the loss on the answer tokens only.
+
+The prompt tokens are context, never targets: the model is taught what to answer, not to write
+questions. A batch is right-padded; labels are -100 (ignored) everywhere but the answer tokens.
+
+    >>> examples = [Example(codec.prompt(q), codec.answer(a)) for q, a in pairs]   # doctest: +SKIP
+    >>> curve = finetune(model, examples, SFTConfig(steps=100), torch.Generator().manual_seed(0))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from nextlab.errors import NextlabError
+from nextlab.generate import PAD_ID
+from nextlab.train.schedule import lr_at
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: list[int]
+    target: list[int]  # the answer's tokens, ending with <|eos|>
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    steps: int = 150
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+
+
+def collate(examples: list[Example], pad_id: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (B, W) and labels (B, W): label[t] is the token at t + 1 if it belongs to the answer.
+
+    >>> idx, labels = collate([Example([0, 3, 9, 4], [20, 21, 1])])
+    >>> idx.tolist(), labels.tolist()
+    ([[0, 3, 9, 4, 20, 21]], [[-100, -100, -100, 20, 21, 1]])
+    """
+    seqs = [e.prompt + e.target[:-1] for e in examples]
+    width = max(len(s) for s in seqs)
+    idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    for row, (e, seq) in enumerate(zip(examples, seqs)):
+        idx[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        start = len(e.prompt) - 1
+        labels[row, start : start + len(e.target)] = torch.tensor(e.target, dtype=torch.long)
+    return idx, labels
+
+
+def answer_loss(model: torch.nn.Module, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens."""
+    logits = model(idx)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """Indices in shuffled epochs; a batch never repeats an example."""
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, n - min(batch_size, n) + 1, min(batch_size, n)):
+            yield order[start : start + batch_size]
+
+
+def finetune(
+    model: torch.nn.Module,
+    examples: list[Example],
+    cfg: SFTConfig,
+    generator: torch.Generator,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train `model` in place for `cfg.steps` AdamW steps; return the curve (step, lr, loss)."""
+    if not examples:
+        raise NextlabError("supervised fine-tuning got no examples")
+    block = model.config.block_size
+    longest = max(len(e.prompt) + len(e.target) - 1 for e in examples)
+    if longest > block:
+        raise NextlabError(f"a fine-tuning example of {longest} tokens does not fit block_size={block}")
+    device = next(model.parameters()).device
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+    batches = _batches(len(examples), cfg.batch_size, generator)
+    curve: list[dict[str, Any]] = []
+    model.train()
+    for step in range(cfg.steps):
+        lr = lr_at(step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx, labels = collate([examples[i] for i in next(batches)])
+        loss = answer_loss(model, idx.to(device), labels.to(device))
+        if not math.isfinite(loss.item()):
+            raise NextlabError(f"fine-tuning diverged: loss {loss.item()} at step {step + 1}; lower the lr ({cfg.lr})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        row = {"step": step + 1, "lr": lr, "loss": loss.item()}
+        curve.append(row)
+        if on_step is not None:
+            on_step(row)
+    model.eval()
+    return curve
+
+
+@torch.no_grad()
+def mean_answer_loss(model: torch.nn.Module, examples: list[Example], batch_size: int = 64) -> float:
+    """Cross-entropy per answer token over all `examples` (no training)."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    model.eval()
+    for start in range(0, len(examples), batch_size):
+        idx, labels = collate(examples[start : start + batch_size])
+        logits = model(idx.to(device)).float()
+        labels = labels.to(device)
+        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                 ignore_index=IGNORE, reduction="sum").item()
+        count += int((labels != IGNORE).sum())
+    return total / max(count, 1)

@@ -1,0 +1,338 @@
+"""The sft and posttrain stages as functions of files in and files out.
+
+SFT: from the pretrained checkpoint, on the fine-tune split's questions (people with their answers,
+never-seen names with "I don't know"), loss on answer tokens only.
+
+Confidence SFT (the calibrated scheme's starting point): the calibrated scheme answers
+`answer<|confidence|>0.7`, a format the SFT model has never seen. A second, short SFT from the SFT
+model teaches it: its targets are the SFT model's *own* greedy answers to the RL pool's questions
+followed by its own probability of that answer (answer tokens and the token that ends
+them), rounded to one decimal; "I don't know" is followed by 0.0 (an abstention is never right).
+No gold answer enters these targets, so the RL pool's answers stay unseen. The stated confidence
+starts as a copy of the model's sequence probability, and the RLCR reward then moves it toward
+the actual chance of being right. It runs once per model (not per seed): with fewer steps the
+format was fragile under sampling (the marker came out as a stray byte at temperature 0.7).
+
+Post-training: from the SFT checkpoint (the confidence SFT one for `calibrated`), one run per
+(scheme, seed). Each step draws `questions_per_step` questions, a `finetune_share` of them from
+the fine-tune split and the rest from the RL pool (seen people whose questions were never trained
+on, and never-seen names of that split), and takes one policy-gradient step
+(`policy_gradient.pg_step`) under the scheme's reward; the KL penalty anchors it to its start.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nextlab.config import Study
+from nextlab.config.posttrain import Scheme, parse_scheme
+from nextlab.errors import NextlabError
+from nextlab.evaluate.answers import greedy_answers
+from nextlab.evaluate.grading import grade, is_abstention
+from nextlab.evaluate.metrics import auroc, ece, json_safe
+from nextlab.generate import EOS_ID, generate
+from nextlab.io import atomic_path, write_json
+from nextlab.model import GPT, GPTConfig
+from nextlab.posttrain.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
+from nextlab.posttrain.policy_gradient import PGConfig, pg_step
+from nextlab.posttrain.qa import QACodec, answer_end
+from nextlab.posttrain.rewards import reward
+from nextlab.posttrain.sft import Example, SFTConfig, finetune, mean_answer_loss
+from nextlab.provenance import provenance
+from nextlab.tokenizer.bpe import CONFIDENCE_ID
+from nextlab.train.checkpoint import save_checkpoint
+from nextlab.train.device import resolve_device
+
+log = logging.getLogger(__name__)
+
+# Post-training has collapsed to abstaining when the final steps abstain this often (the known
+# failure of penalized rewards: "I don't know" is a safe local optimum).
+COLLAPSE_ABSTAIN_RATE = 0.95
+FINAL_WINDOW = 5  # steps averaged for the final figures of a run
+
+
+def _model_from(ckpt: dict[str, Any], device: torch.device) -> GPT:
+    model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+# ---- SFT --------------------------------------------------------------------------------------
+
+def sft_examples(codec: QACodec, rows: pd.DataFrame) -> list[Example]:
+    return [Example(codec.prompt(q), codec.answer(a)) for q, a in zip(rows["question"], rows["answer"])]
+
+
+def run_sft(
+    study: Study,
+    model_name: str,
+    pretrain_ckpt: str | Path,
+    data_dir: str | Path,
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Write `ckpt.pt`, `curve.csv`, `metrics.json` into `out_dir`; return the metrics."""
+    qa_path = Path(data_dir) / "qa.parquet"
+    qa = read_qa(qa_path)
+    train_rows = require_split(qa, "finetune", qa_path)
+    held_rows = require_split(qa, "calibration", qa_path)
+    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
+    ckpt = checked_checkpoint(pretrain_ckpt, study, model_name, tok_hash, tok.get_vocab_size(), stage="pretrain")
+    device = resolve_device(study.train.device)
+
+    codec = QACodec(tok)
+    examples = sft_examples(codec, train_rows)
+    # Held-out answer loss on the calibration split's seen people: what SFT does to unseen questions.
+    held = sft_examples(codec, held_rows[held_rows["seen"]])
+    model = _model_from(ckpt, device)
+    held_before = mean_answer_loss(model, held)
+    p = study.sft
+    cfg = SFTConfig(steps=p.steps, batch_size=p.batch_size, lr=p.lr, warmup_steps=p.warmup_steps,
+                    weight_decay=p.weight_decay, grad_clip=p.grad_clip)
+    start = time.perf_counter()
+    curve = finetune(model, examples, cfg, torch.Generator().manual_seed(study.seed + 11), on_step)
+    seconds = time.perf_counter() - start
+    held_after = mean_answer_loss(model, held)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "ckpt.pt", model, tokenizer_hash=tok_hash, step=p.steps,
+                    train_config=p.model_dump(mode="json") | {"seed": study.seed},
+                    extra={"stage": "sft", "model": model_name})
+    _write_csv(out / "curve.csv", curve)
+    tail = curve[-min(FINAL_WINDOW, len(curve)):]
+    metrics = {
+        "examples": len(examples),
+        "steps": p.steps,
+        "train_loss": float(np.mean([r["loss"] for r in tail])),
+        "heldout_answer_loss_before": held_before,
+        "heldout_answer_loss_after": held_after,
+        "seconds": seconds,
+    }
+    write_json(out / "metrics.json", json_safe(metrics))
+    write_json(out / "provenance.json", provenance(p, study.seed, tok_hash))
+    return metrics
+
+
+# ---- post-training ----------------------------------------------------------------------------
+
+def start_stage_of(scheme: Scheme) -> str:
+    """The stage whose checkpoint a scheme's post-training starts from."""
+    return "sft_confidence" if scheme.kind == "calibrated" else "sft"
+
+
+def reward_fn_for(scheme: Scheme, codec: QACodec, golds: list[str], record: list[tuple[int, str]]):
+    """The policy gradient's reward callable: decode, grade, reward. An answer that never ended
+    (no <|eos|> within the token budget) is graded wrong: rambling is not an answer."""
+
+    def fn(i: int, tokens: list[int]) -> tuple[float, str]:
+        decoded = codec.decode(tokens)
+        g = grade(decoded.answer, golds[i]) if decoded.finished else "wrong"
+        record.append((i, g))
+        return reward(scheme, g, decoded.stated), g
+
+    return fn
+
+
+@torch.no_grad()
+def own_confidence_examples(
+    model: torch.nn.Module, codec: QACodec, questions: list[str], max_new_tokens: int, batch_size: int = 64
+) -> list[Example]:
+    """Confidence-SFT targets: the model's greedy answer, then `<|confidence|>` and the model's
+    probability of that answer (answer tokens + the token that ends it) to one decimal; 0.0 after
+    "I don't know". An answer that never ended is kept as far as it went, with its (small)
+    probability, so even a barely trained model learns where the confidence goes."""
+    examples = []
+    for start in range(0, len(questions), batch_size):
+        prompts = [codec.prompt(q) for q in questions[start : start + batch_size]]
+        out = generate(model, prompts, max_new_tokens, temperature=0.0, eos_id=EOS_ID)
+        for i, prompt in enumerate(prompts):
+            decoded = codec.decode(out.tokens[i])
+            end = answer_end(out.tokens[i])
+            confidence = 0.0 if is_abstention(decoded.answer) else math.exp(sum(out.logprobs[i][:end]))
+            examples.append(Example(prompt, codec.answer(decoded.answer, confidence=confidence)))
+    return examples
+
+
+def posttrain_pool(qa: pd.DataFrame, qa_path: str | Path) -> tuple[pd.DataFrame, int]:
+    """The RL pool's questions followed by the fine-tune split's, and how many are the RL pool's."""
+    rl_rows = require_split(qa, "rl", qa_path)
+    ft_rows = require_split(qa, "finetune", qa_path)
+    return pd.concat([rl_rows, ft_rows], ignore_index=True), len(rl_rows)
+
+
+def run_sft_confidence(
+    study: Study,
+    model_name: str,
+    sft_ckpt: str | Path,
+    data_dir: str | Path,
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The calibrated scheme's start: write `ckpt.pt`, `curve.csv`, `metrics.json` into `out_dir`."""
+    qa_path = Path(data_dir) / "qa.parquet"
+    qa = read_qa(qa_path)
+    # The RL pool only: on the fine-tune split's memorised questions every answer would be stated
+    # 1.0 and the model would learn nothing but "1.0" (seen in a trial).
+    pool = require_split(qa, "rl", qa_path)
+    held_rows = require_split(qa, "calibration", qa_path)
+    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
+    ckpt = checked_checkpoint(sft_ckpt, study, model_name, tok_hash, tok.get_vocab_size(), stage="sft")
+    device = resolve_device(study.train.device)
+    codec = QACodec(tok)
+    model = _model_from(ckpt, device)
+    p, pt = study.sft, study.posttrain
+
+    start = time.perf_counter()
+    examples = own_confidence_examples(model, codec, pool["question"].tolist(), pt.max_answer_tokens)
+    cfg = SFTConfig(steps=p.confidence_steps, batch_size=p.batch_size, lr=p.confidence_lr,
+                    warmup_steps=min(p.warmup_steps, p.confidence_steps), weight_decay=p.weight_decay,
+                    grad_clip=p.grad_clip)
+    curve = finetune(model, examples, cfg, torch.Generator().manual_seed(study.seed + 13), on_step)
+    seconds = time.perf_counter() - start
+    # Did the format take, and does the stated confidence mean anything yet? Greedy answers to the
+    # calibration split's questions: the starting point the calibrated scheme's results build on.
+    held = greedy_answers(model, codec, held_rows["question"].tolist(), held_rows["answer"].tolist(),
+                          pt.max_answer_tokens)
+    attempted = held[held["grade"] != "abstain"]
+    stated_ok = attempted["stated_confidence"].notna()
+    right = (attempted["grade"] == "correct").to_numpy()
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "ckpt.pt", model, tokenizer_hash=tok_hash, step=p.confidence_steps,
+                    train_config=p.model_dump(mode="json") | {"seed": study.seed},
+                    extra={"stage": "sft_confidence", "model": model_name})
+    _write_csv(out / "curve.csv", curve)
+    tail = curve[-min(FINAL_WINDOW, len(curve)):]
+    metrics = {
+        "examples": len(examples),
+        "steps": p.confidence_steps,
+        "train_loss": float(np.mean([r["loss"] for r in tail])),
+        "mean_target_confidence": float(np.mean([
+            float(tok.decode(e.target[e.target.index(CONFIDENCE_ID) + 1 : -1])) for e in examples])),
+        "heldout_accuracy": float((held["grade"] == "correct").mean()),
+        "heldout_abstention": float((held["grade"] == "abstain").mean()),
+        "stated_format_rate": float(held["stated_confidence"].notna().mean()),
+        "stated_auroc": auroc(attempted["stated_confidence"][stated_ok].to_numpy(), right[stated_ok.to_numpy()]),
+        "stated_ece": ece(attempted["stated_confidence"][stated_ok].to_numpy(), right[stated_ok.to_numpy()]),
+        "seconds": seconds,
+    }
+    write_json(out / "metrics.json", json_safe(metrics))
+    write_json(out / "provenance.json", provenance(p, study.seed, tok_hash))
+    return metrics
+
+
+def run_posttrain(
+    study: Study,
+    model_name: str,
+    scheme_name: str,
+    seed: int,
+    start_ckpt: str | Path,
+    data_dir: str | Path,
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Write `ckpt.pt`, `steps.csv`, `metrics.json` into `out_dir`; return the metrics."""
+    try:
+        scheme = parse_scheme(scheme_name)
+    except ValueError as err:
+        raise NextlabError(str(err)) from None
+    if not scheme.trains:
+        raise NextlabError(f"scheme {scheme_name!r} trains nothing: evaluate the SFT checkpoint instead")
+    p = study.posttrain
+    qa_path = Path(data_dir) / "qa.parquet"
+    pool, n_rl_pool = posttrain_pool(read_qa(qa_path), qa_path)
+    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
+    start_stage = start_stage_of(scheme)
+    ckpt = checked_checkpoint(start_ckpt, study, model_name, tok_hash, tok.get_vocab_size(), stage=start_stage)
+    device = resolve_device(study.train.device)
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([study.seed, seed])
+    codec = QACodec(tok)
+    policy = _model_from(ckpt, device)
+    ref = copy.deepcopy(policy).requires_grad_(False)
+    prompts = [codec.prompt(q) for q in pool["question"]]
+    golds = pool["answer"].tolist()
+    seen = pool["seen"].to_numpy(bool)
+    rl_index = np.arange(n_rl_pool)
+    ft_index = np.arange(n_rl_pool, len(pool))
+    n_ft = min(len(ft_index), int(round(p.finetune_share * p.questions_per_step)))
+    n_rl = min(len(rl_index), p.questions_per_step - n_ft)
+
+    start = time.perf_counter()
+
+    cfg = PGConfig(group_size=p.group_size, temperature=p.temperature, lr=p.lr, kl_coef=p.kl_coef,
+                   grad_clip=p.grad_clip, max_new_tokens=p.max_answer_tokens)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    steps: list[dict[str, Any]] = []
+    for step in range(1, p.steps + 1):
+        chosen = np.concatenate([rng.choice(rl_index, n_rl, replace=False),
+                                 rng.choice(ft_index, n_ft, replace=False)])
+        record: list[tuple[int, str]] = []
+        fn = reward_fn_for(scheme, codec, [golds[i] for i in chosen], record)
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"step": step, **pg_step(policy, ref, optimizer, [prompts[i] for i in chosen], fn, cfg, generator)}
+        row["seconds"] = time.perf_counter() - t0
+        abstained = np.array([g == "abstain" for _, g in record])
+        on_seen = seen[chosen[[i for i, _ in record]]]
+        row["abstain_rate_seen"] = float(abstained[on_seen].mean()) if on_seen.any() else math.nan
+        row["abstain_rate_unseen"] = float(abstained[~on_seen].mean()) if (~on_seen).any() else math.nan
+        steps.append(row)
+        if on_step is not None:
+            on_step(row)
+        if step == 1 or step % 10 == 0 or step == p.steps:
+            log.info("%s seed %d step %d: reward %.3f, abstain %.2f (seen %.2f, unseen %.2f), KL %.4f",
+                     scheme.name, seed, step, row["reward"], row["abstain_rate"], row["abstain_rate_seen"],
+                     row["abstain_rate_unseen"], row["kl"])
+    seconds = time.perf_counter() - start
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "ckpt.pt", policy, tokenizer_hash=tok_hash, step=p.steps,
+                    train_config=p.model_dump(mode="json") | {"seed": seed},
+                    extra={"stage": "posttrain", "model": model_name, "scheme": scheme.name, "seed": seed})
+    _write_csv(out / "steps.csv", steps)
+    metrics = summarize_steps(steps) | {"steps": p.steps, "seconds": seconds}
+    if metrics["collapsed_to_abstain"]:
+        log.warning("%s seed %d collapsed to abstaining: final abstain rate %.2f (>= %.2f)", scheme.name, seed,
+                    metrics["final_abstain_rate"], COLLAPSE_ABSTAIN_RATE)
+    write_json(out / "metrics.json", json_safe(metrics))
+    write_json(out / "provenance.json", provenance(p, seed, tok_hash))
+    return metrics
+
+
+def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """First- and final-window means of the per-step log, and the collapse flag (same keys for
+    every scheme)."""
+    frame = pd.DataFrame(steps)
+    first = frame.head(FINAL_WINDOW)
+    final = frame.tail(FINAL_WINDOW)
+    out: dict[str, Any] = {}
+    for key in ("reward", "abstain_rate", "abstain_rate_seen", "abstain_rate_unseen", "correct_rate",
+                "wrong_rate", "kl"):
+        out[f"first_{key}"] = float(first[key].mean())
+        out[f"final_{key}"] = float(final[key].mean())
+    out["collapsed_to_abstain"] = int(out["final_abstain_rate"] >= COLLAPSE_ABSTAIN_RATE)
+    out["seconds_per_step"] = float(frame["seconds"].mean())
+    return out

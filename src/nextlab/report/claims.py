@@ -1,0 +1,90 @@
+"""The claims the lab tests, in our words, and the experiment that tests each.
+
+Every figure names the claim it bears on (`figure(..., claim=...)`); the report states each claim,
+the experiment, then the findings its figures computed. A claim whose stage has no figure or no
+results yet is still stated, with what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    title: str
+    stage: str  # the stage whose results test it (for the "not measured yet" message)
+    statement: str
+    experiment: str
+
+
+CLAIMS = [
+    Claim(
+        "learning",
+        "Next-token prediction is a learning signal",
+        "train",
+        "Lowering one number, the average negative log-probability a model gives each next token of "
+        "its training text, is enough to teach it the regularities of that text: the probability it "
+        "assigns to unseen text of the same kind rises too.",
+        "A GPT-style transformer starts from random weights and is trained on the synthetic corpus "
+        "(biographies of fictional people and question-answer lines) with the cross-entropy of the "
+        "next token as its only objective. The loss is recorded on training batches and on "
+        "validation text: new renderings (other wordings, other order) of the same people's "
+        "biographies, never trained on.",
+    ),
+    Claim(
+        "frequency",
+        "How often a fact was seen decides whether it is known",
+        "train",
+        "Pretraining stores facts in proportion to their repetition. A fact read many times is "
+        "reproduced; a fact read once is mostly not, and a question about it can only be met with "
+        "a guess. The share of facts seen exactly once therefore bounds how much a model can know.",
+        "Each fictional person's biography appears k times in the corpus, with k drawn from the "
+        "params' mention mix. After pretraining every fact is probed twice: inside a fresh "
+        "biography (are the value's tokens the greedy prediction?) and as a held-out question "
+        "(is the greedy answer exact?). Recall is cut by k.",
+    ),
+    Claim(
+        "incentives",
+        "Rewards that ignore being wrong teach a model to guess",
+        "evaluate",
+        "Whether a model admits ignorance depends on what post-training pays for. If a wrong answer "
+        "scores the same as 'I don't know', guessing never loses, so a model learns to answer "
+        "everything and hallucinates where it does not know. Charging for wrong answers makes "
+        "abstaining the better move below a confidence threshold.",
+        "One supervised model is post-trained with on-policy policy gradient under several reward "
+        "schemes: binary (right 1, otherwise 0), penalised (a wrong answer costs t/(1-t) for a "
+        "confidence target t) and calibrated (an answer with a stated confidence, rewarded by a "
+        "proper scoring rule), each with several seeds. Every model answers held-out questions, "
+        "including questions about names it never saw, and each answer is graded correct, wrong "
+        "(a hallucination) or abstained.",
+    ),
+    Claim(
+        "calibration",
+        "Confidence can be trained to mean something",
+        "evaluate",
+        "A model's probability of being right can be read off it and checked: when it says 70%, it "
+        "should be right about 70% of the time. Rewarding a stated confidence with a proper scoring "
+        "rule should bring the two together.",
+        "For each model and scheme, the confidence of every attempted answer (the sequence "
+        "probability, or the stated confidence under the calibrated scheme) is binned and compared "
+        "with the share of answers in the bin that are right (a reliability diagram); expected "
+        "calibration error summarises the gaps.",
+    ),
+    Claim(
+        "nondeterminism",
+        "Batching changes greedy outputs",
+        "nondeterminism",
+        "Even with temperature zero, the same prompt can get a different answer: the batch it is "
+        "served in changes the shapes of the matrix products, hence the order of floating-point "
+        "sums, hence the logits by a rounding error; where two tokens are nearly tied, the choice "
+        "flips and the rest of the text follows. Kernels that sum in the same order whatever the "
+        "batch remove the effect.",
+        "The same prompts are decoded greedily at several batch sizes, in float32 and bfloat16, with "
+        "the standard kernels and with a batch-invariant mode; each completion is compared with the "
+        "one decoded alone.",
+    ),
+]
+
+CLAIM_IDS = [c.id for c in CLAIMS]

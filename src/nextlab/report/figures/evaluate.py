@@ -1,0 +1,224 @@
+"""Figures of the evaluation, drawn by the evaluate stage's own functions
+(`nextlab.evaluate.figures`) from its summary tables; this module adds the findings.
+
+Inputs, per model, from `nextlab evaluate --summary`: `summary.parquet` (model, scheme, metric,
+value, lo, hi, n_seeds: each metric's mean over seeds with its 95% bootstrap interval over
+questions and seeds) and `answers.parquet` (every graded answer of every scheme and seed).
+"""
+
+from __future__ import annotations
+
+import math
+
+from nextlab.report.registry import Drawn, Need, figure
+from nextlab.report.stats import Finding
+
+SUMMARY = "evaluate/{model}/summary/summary.parquet"
+SUMMARY_COLUMNS = ("model", "scheme", "metric", "value", "lo", "hi")
+ANSWERS = "evaluate/{model}/summary/answers.parquet"
+ANSWER_COLUMNS = ("scheme", "seed", "split", "grade", "confidence")
+
+
+def _summary(tables, model: str):
+    return tables.parquet(SUMMARY.format(model=model), SUMMARY_COLUMNS)
+
+
+def _schemes(summary) -> list[str]:
+    from nextlab.evaluate.figures import scheme_order
+
+    return scheme_order(summary["scheme"].unique())
+
+
+def _finding(summary, model: str, scheme: str, metric: str, label: str) -> Finding | None:
+    row = summary[(summary["scheme"] == scheme) & (summary["metric"] == metric)]
+    if row.empty or not math.isfinite(float(row.iloc[0]["value"])):
+        return None
+    r = row.iloc[0]
+    lo = float(r["lo"]) if r["lo"] is not None and math.isfinite(float(r["lo"])) else math.nan
+    hi = float(r["hi"]) if r["hi"] is not None and math.isfinite(float(r["hi"])) else math.nan
+    seeds = f", {int(r['n_seeds'])} seed{'s' if int(r['n_seeds']) != 1 else ''}" if "n_seeds" in r else ""
+    return Finding(f"evaluate.{model}.{scheme}.{metric}", f"{label}, {scheme}{seeds}", float(r["value"]), lo, hi)
+
+
+def _wide(summary, metrics: list[str]):
+    """One row per scheme (in scheme order), `<metric>`, `<metric>_lo`, `<metric>_hi` columns: the
+    flat table DVC plots read. Dots in metric names become underscores."""
+    import pandas as pd
+
+    rows = []
+    for scheme in _schemes(summary):
+        row: dict[str, object] = {"scheme": scheme}
+        for metric in metrics:
+            hit = summary[(summary["scheme"] == scheme) & (summary["metric"] == metric)]
+            name = metric.replace(".", "_")
+            for suffix, column in (("", "value"), ("_lo", "lo"), ("_hi", "hi")):
+                row[name + suffix] = float(hit.iloc[0][column]) if len(hit) and hit.iloc[0][column] is not None else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _compare(base_scheme: str, base: Finding | None, others: dict[str, Finding], what: str) -> str | None:
+    """One sentence: is some scheme's value lower than the base scheme's, beyond the intervals?"""
+    if base is None or not others:
+        return None
+    lower = {s: f for s, f in others.items() if base.above(f)}
+    if lower:
+        scheme, best = min(lower.items(), key=lambda item: item[1].value)
+        return (f"Supported: {what} is {best.value:.3f} under {scheme} against {base.value:.3f} under "
+                f"{base_scheme} (95% intervals do not overlap).")
+    return f"Not resolved at this scale: {what} of every other scheme overlaps {base_scheme}'s 95% interval."
+
+
+@figure(
+    "evaluate-hallucination",
+    stage="evaluate",
+    claim="incentives",
+    per=("model",),
+    title="Hallucination against abstention by reward scheme",
+    caption="Each reward scheme's share of held-out questions answered wrongly (hallucination, wrong / "
+    "all) against its share of 'I don't know' answers, on all evaluation questions and on never-seen "
+    "names alone; mean over seeds with 95% bootstrap intervals over questions and seeds.",
+    needs=[Need(SUMMARY, SUMMARY_COLUMNS)],
+)
+def hallucination(tables, model: str) -> Drawn:
+    from nextlab.evaluate.figures import hallucination_vs_abstention
+
+    summary = _summary(tables, model)
+    schemes = _schemes(summary)
+    findings = [f for s in schemes for f in (
+        _finding(summary, model, s, "hallucination", "hallucination rate"),
+        _finding(summary, model, s, "abstention", "abstention rate"),
+        _finding(summary, model, s, "unseen.hallucination", "hallucination on never-seen names"),
+    ) if f is not None]
+    base_name = "binary" if "binary" in schemes else "none"
+    base = _finding(summary, model, base_name, "hallucination", "hallucination rate")
+    others = {s: f for s in schemes if s not in (base_name, "none")
+              for f in [_finding(summary, model, s, "hallucination", "hallucination rate")] if f is not None}
+    verdict = _compare(base_name, base, others, "the hallucination rate")
+    data = _wide(summary, ["hallucination", "abstention", "accuracy", "unseen.hallucination", "unseen.abstention"])
+    return Drawn(lambda path: hallucination_vs_abstention(summary, path), data=data, findings=findings,
+                 verdict=verdict)
+
+
+@figure(
+    "evaluate-scores",
+    stage="evaluate",
+    claim="incentives",
+    per=("model",),
+    title="Score by trained-on scheme and graded-by target",
+    caption="Mean score on held-out questions when grading with confidence target t (correct 1, wrong "
+    "-t/(1-t), abstain 0), for models trained under each scheme; 95% intervals in brackets. A model "
+    "should score best under the target it was trained for.",
+    needs=[Need(SUMMARY, SUMMARY_COLUMNS)],
+)
+def scores(tables, model: str) -> Drawn:
+    from nextlab.evaluate.figures import score_matrix
+
+    summary = _summary(tables, model)
+    targets = tables.study.evaluate.targets
+    schemes = _schemes(summary)
+    findings = []
+    for t in targets:
+        if t == 0:
+            continue
+        metric = f"score_t{t:g}"
+        at_t = {s: f for s in schemes for f in [_finding(summary, model, s, metric, f"score graded at t = {t:g}")] if f}
+        if at_t:
+            best = max(at_t, key=lambda s: at_t[s].value)
+            findings.append(at_t[best])
+            if best != "binary" and "binary" in at_t:
+                findings.append(at_t["binary"])
+    data = _wide(summary, [f"score_t{t:g}" for t in targets])
+    return Drawn(lambda path: score_matrix(summary, path, targets), data=data, findings=findings,
+                 note="For each grading target, the best-scoring scheme (and binary, for comparison):")
+
+
+@figure(
+    "evaluate-reliability",
+    stage="evaluate",
+    claim="calibration",
+    per=("model",),
+    title="Reliability of confidence by reward scheme",
+    caption="Attempted answers to held-out questions binned by the model's confidence (the probability "
+    "of its answer's tokens, seeds pooled); bar height is the share right in the bin, the number "
+    "above it the answers it holds. Perfect calibration lies on the diagonal.",
+    needs=[Need(ANSWERS, ANSWER_COLUMNS), Need(SUMMARY, SUMMARY_COLUMNS)],
+)
+def reliability(tables, model: str) -> Drawn:
+    from nextlab.evaluate.figures import reliability as draw
+
+    answers = tables.parquet(ANSWERS.format(model=model), ANSWER_COLUMNS)
+    summary = _summary(tables, model)
+    bins = tables.study.evaluate.bins
+    schemes = _schemes(summary)
+    ece = {s: f for s in schemes for f in [_finding(summary, model, s, "ece", "ECE of answer probability")] if f}
+    stated = _finding(summary, model, "calibrated", "stated_ece", "ECE of stated confidence")
+    findings = list(ece.values()) + ([stated] if stated is not None else [])
+    base_name = "binary" if "binary" in schemes else "none"
+    others = {s: f for s, f in ece.items() if s != base_name}
+    if stated is not None:
+        others["calibrated (stated confidence)"] = stated
+    verdict = _compare(base_name, ece.get(base_name), others, "expected calibration error")
+    data = reliability_table(answers, bins)
+    return Drawn(lambda path: draw(answers, path, bins), data=data, findings=findings, verdict=verdict)
+
+
+def reliability_table(answers, bins: int):
+    """The reliability diagram's points: per scheme and non-empty confidence bin, the mean
+    confidence, the share correct and the count (attempted evaluation answers, seeds pooled)."""
+    import pandas as pd
+
+    from nextlab.evaluate.metrics import reliability_bins
+
+    rows = []
+    attempted = answers[(answers["split"] == "eval") & (answers["grade"] != "abstain") & answers["confidence"].notna()]
+    for scheme in _schemes(answers):
+        sub = attempted[attempted["scheme"] == scheme]
+        if not len(sub):
+            continue
+        counts, conf, acc = reliability_bins(sub["confidence"].to_numpy(float), (sub["grade"] == "correct").to_numpy(),
+                                             bins, "width")
+        rows += [{"scheme": scheme, "confidence": c, "accuracy": a, "answers": int(n)}
+                 for n, c, a in zip(counts, conf, acc)]
+    return pd.DataFrame(rows, columns=["scheme", "confidence", "accuracy", "answers"])
+
+
+@figure(
+    "evaluate-mentions",
+    stage="evaluate",
+    claim="frequency",
+    per=("model",),
+    title="Accuracy, hallucination and abstention by mention count",
+    caption="Held-out questions cut by how often the fact's biography appeared in pretraining (k; "
+    "'unseen': never-seen names), one line per reward scheme, mean over seeds with 95% intervals. "
+    "The dotted mark on the hallucination panel is the singleton rate.",
+    needs=[Need(SUMMARY, SUMMARY_COLUMNS)],
+)
+def mentions(tables, model: str) -> Drawn:
+    from nextlab.evaluate.figures import by_mentions
+    from nextlab.evaluate.summary import bucket_sort_key
+
+    summary = _summary(tables, model)
+    schemes = _schemes(summary)
+    buckets = sorted({m.split(".", 1)[0] for m in summary["metric"] if "." in m and m.startswith("k")},
+                     key=bucket_sort_key)
+    scheme = "none" if "none" in schemes else schemes[0]
+    findings: list[Finding] = []
+    verdict = None
+    if len(buckets) >= 2:
+        low = _finding(summary, model, scheme, f"{buckets[0]}.accuracy", f"accuracy on facts seen {buckets[0][1:]}×")
+        high = _finding(summary, model, scheme, f"{buckets[-1]}.accuracy", f"accuracy on facts seen {buckets[-1][1:]}×")
+        findings = [f for f in (low, high) if f]
+        if low and high:
+            verdict = (f"Supported after post-training too ({scheme}): facts seen {buckets[-1][1:]}× are answered "
+                       f"right more often than facts seen {buckets[0][1:]}× (95% intervals do not overlap)."
+                       if high.above(low) else
+                       f"Not resolved at this scale ({scheme}): accuracy on facts seen {buckets[-1][1:]}× and "
+                       f"{buckets[0][1:]}× overlap.")
+    k1 = _finding(summary, model, scheme, "k1.hallucination", "hallucination on facts seen once")
+    if k1:
+        findings.append(k1)
+    data = summary[summary["metric"].str.contains(".", regex=False)]
+    data = data.assign(bucket=data["metric"].str.split(".", n=1).str[0],
+                       metric=data["metric"].str.split(".", n=1).str[1])[["scheme", "bucket", "metric", "value", "lo", "hi"]]
+    return Drawn(lambda path: by_mentions(summary, path), data=data, findings=findings, verdict=verdict)

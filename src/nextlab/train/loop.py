@@ -1,0 +1,299 @@
+"""The pretraining loop: AdamW, warm-up + cosine, clipping, accumulation, validation, checkpoints.
+
+`train` runs optimizer steps from `state.step` to `params.steps`, writing a resumable checkpoint
+every `params.checkpoint_every` steps. Everything that decides the next step — weights, optimizer
+moments, the step, the global torch RNG (dropout) and the data generator (window offsets) — is in
+the checkpoint, so on the CPU an interrupted run resumed from it ends with bitwise the same
+weights as one that never stopped (same thread count: 1 vs 2 threads changes fp32 bits).
+
+    >>> state = new_state(config, params, seed=0, device=torch.device("cpu"))
+    >>> outcome = train(state, train_data, val_data, params, checkpoint_path=Path("last.pt"),
+    ...                 tokenizer_hash="ab12", seed=0)
+    >>> outcome.step == params.steps
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from nextlab.config import TrainParams
+from nextlab.errors import NextlabError
+from nextlab.model import GPT, GPTConfig
+from nextlab.train import device as dev
+from nextlab.train.batches import TokenData
+from nextlab.train.checkpoint import save_checkpoint, unwrap
+from nextlab.train.schedule import lr_at
+
+log = logging.getLogger(__name__)
+
+# Train params that change the trajectory; a checkpoint made with other values cannot be resumed.
+# (How often to evaluate, checkpoint or log does not change the weights, nor does the device choice.)
+TRAJECTORY_KEYS = (
+    "steps", "batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
+    "beta1", "beta2", "grad_clip",
+)
+
+
+def trajectory_config(params: TrainParams, seed: int) -> dict[str, Any]:
+    full = params.model_dump(mode="json")
+    return {"seed": seed, **{key: full[key] for key in TRAJECTORY_KEYS}}
+
+
+def seeds(seed: int) -> dict[str, int]:
+    """Independent streams, so e.g. more validation batches never shift the training windows."""
+    return {"init": seed, "data": seed + 1, "val": seed + 2, "dropout": seed + 3}
+
+
+@dataclass
+class TrainState:
+    model: GPT
+    optimizer: torch.optim.Optimizer
+    data_generator: torch.Generator
+    device: torch.device
+    step: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0  # time inside timed optimizer steps, summed over resumed segments
+    timed_steps: int = 0  # steps in train_seconds (each process's first step is warm-up, untimed)
+    tokens: int = 0
+
+    def counters(self) -> dict[str, Any]:
+        return {"train_seconds": self.train_seconds, "timed_steps": self.timed_steps, "tokens": self.tokens}
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        rng = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def set_rng_state(self, rng: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(rng["torch"])
+        self.data_generator.set_state(rng["data"])
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def make_optimizer(model: GPT, params: TrainParams, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not norms, biases; embeddings are matrices)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": params.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=params.lr, betas=(params.beta1, params.beta2), fused=device.type == "cuda"
+    )
+
+
+def new_state(config: GPTConfig, params: TrainParams, seed: int, device: torch.device) -> TrainState:
+    """A freshly initialised model and optimizer, seeded."""
+    s = seeds(seed)
+    torch.manual_seed(s["dropout"])
+    model = GPT(config, generator=torch.Generator().manual_seed(s["init"])).to(device)
+    return TrainState(
+        model=model,
+        optimizer=make_optimizer(model, params, device),
+        data_generator=torch.Generator().manual_seed(s["data"]),
+        device=device,
+    )
+
+
+def resume_state(ckpt: dict[str, Any], params: TrainParams, device: torch.device) -> TrainState:
+    """The state a checkpoint written by `train` holds."""
+    model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    model.to(device)
+    optimizer = make_optimizer(model, params, device)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    state = TrainState(model=model, optimizer=optimizer, data_generator=torch.Generator(), device=device,
+                       step=int(ckpt["step"]))
+    state.set_rng_state(ckpt["rng"])
+    extra = ckpt.get("extra") or {}
+    state.curve = list(extra.get("curve", []))
+    state.train_seconds = float(extra.get("train_seconds", 0.0))
+    state.timed_steps = int(extra.get("timed_steps", 0))
+    state.tokens = int(extra.get("tokens", 0))
+    return state
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+
+@torch.no_grad()
+def estimate_loss(
+    model: torch.nn.Module, data: TokenData, batches: int, batch_size: int, block_size: int,
+    device: torch.device, seed: int,
+) -> float:
+    """Mean loss over `batches` random windows, the same windows every call (a fixed seed)."""
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for _ in range(batches):
+        x, y = data.batch(batch_size, block_size, generator)
+        with dev.autocast(device):
+            total += loss_fn(model(x.to(device)), y.to(device)).item()
+    model.train(was_training)
+    return total / batches
+
+
+@dataclass
+class TrainOutcome:
+    step: int
+    train_loss: float
+    val_loss: float | None
+    tokens_per_s: float
+    ms_per_step: float
+    mfu: float | None
+    train_seconds: float
+    tokens: int
+    curve: list[dict[str, Any]]
+
+
+def _progress(total: int, initial: int, enabled: bool | None):
+    from tqdm import tqdm
+
+    # Quiet when stderr is a log file (Snakemake jobs); a bar on a terminal.
+    disable = not sys.stderr.isatty() if enabled is None else not enabled
+    return tqdm(total=total, initial=initial, disable=disable, unit="step", dynamic_ncols=True)
+
+
+def train(
+    state: TrainState,
+    train_data: TokenData,
+    val_data: TokenData | None,
+    params: TrainParams,
+    *,
+    checkpoint_path: Path,
+    tokenizer_hash: str,
+    seed: int,
+    compile_model: bool = False,
+    peak_flops: float | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool | None = None,
+) -> TrainOutcome:
+    """Run steps `state.step + 1 .. params.steps`; return the final figures.
+
+    `on_step(row)` sees every curve row (`step`, `lr`, `train_loss`, `tokens_per_s`, and
+    `val_loss` on evaluation steps) after it is recorded: the caller's hook for tracking.
+    The last checkpoint is `checkpoint_path`; the caller writes the final one.
+    """
+    device = state.device
+    raw = state.model
+    config = raw.config
+    if compile_model and device.type != "cuda":
+        log.info("train.compile applies to CUDA only; training uncompiled on %s", device.type)
+    model = torch.compile(raw) if compile_model and device.type == "cuda" else raw
+    model.train()
+    tokens_per_step = params.batch_size * params.grad_accum * config.block_size
+    flops_per_token = raw.flops_per_token()
+    val_seed = seeds(seed)["val"]
+    train_config = params.model_dump(mode="json") | {"seed": seed}
+
+    def validate() -> float | None:
+        if val_data is None:
+            return None
+        return estimate_loss(model, val_data, params.eval_batches, params.batch_size, config.block_size,
+                             device, val_seed)
+
+    def record(row: dict[str, Any]) -> None:
+        state.curve.append(row)
+        if on_step is not None:
+            on_step(row)
+
+    if state.step == 0 and not state.curve:
+        # Step 0: the loss at initialisation, about ln(vocab_size) for a healthy init.
+        record({"step": 0, "lr": 0.0, "train_loss": None, "val_loss": validate(), "tokens_per_s": None})
+
+    bar = _progress(params.steps, state.step, progress)
+    train_loss = float("nan")
+    val_loss = None
+    first_step = True
+    while state.step < params.steps:
+        lr = lr_at(state.step, params.lr, params.steps, params.warmup_steps, params.min_lr_ratio)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        dev.synchronize(device)
+        start = time.perf_counter()
+        train_loss = 0.0
+        for _ in range(params.grad_accum):
+            x, y = train_data.batch(params.batch_size, config.block_size, state.data_generator)
+            x, y = x.to(device), y.to(device)
+            with dev.autocast(device):
+                loss = loss_fn(model(x), y) / params.grad_accum
+            loss.backward()
+            train_loss += loss.item()
+        if not math.isfinite(train_loss):
+            raise NextlabError(
+                f"training diverged: loss is {train_loss} at step {state.step + 1}; lower train.lr "
+                f"(now {params.lr}) or raise train.warmup_steps"
+            )
+        if params.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), params.grad_clip)
+        state.optimizer.step()
+        state.optimizer.zero_grad(set_to_none=True)
+        dev.synchronize(device)
+        elapsed = time.perf_counter() - start
+        state.step += 1
+        state.tokens += tokens_per_step
+        # The first step of a process pays for warm-up (allocations, compilation): leave it out.
+        if not first_step:
+            state.train_seconds += elapsed
+            state.timed_steps += 1
+        first_step = False
+
+        row: dict[str, Any] = {"step": state.step, "lr": lr, "train_loss": train_loss,
+                               "val_loss": None, "tokens_per_s": tokens_per_step / elapsed}
+        if state.step % params.eval_every == 0 or state.step == params.steps:
+            val_loss = validate()
+            row["val_loss"] = val_loss
+            log.info("step %d/%d: train loss %.4f, val loss %s, %.0f tokens/s", state.step, params.steps,
+                     train_loss, "n/a" if val_loss is None else f"{val_loss:.4f}", row["tokens_per_s"])
+        record(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        if state.step % params.checkpoint_every == 0 and state.step < params.steps:
+            save_checkpoint(
+                checkpoint_path, raw, tokenizer_hash=tokenizer_hash, step=state.step,
+                optimizer=state.optimizer, rng=state.rng_state(), train_config=train_config,
+                extra={"curve": state.curve, **state.counters()},
+            )
+    bar.close()
+
+    timed_steps = max(1, state.timed_steps)
+    tokens_per_s = timed_steps * tokens_per_step / state.train_seconds if state.train_seconds > 0 else float("nan")
+    mfu = flops_per_token * tokens_per_s / peak_flops if peak_flops else None
+    last_val = next((r["val_loss"] for r in reversed(state.curve) if r["val_loss"] is not None), None)
+    last_train = next((r["train_loss"] for r in reversed(state.curve) if r["train_loss"] is not None), train_loss)
+    return TrainOutcome(
+        step=state.step,
+        train_loss=last_train,
+        val_loss=last_val,
+        tokens_per_s=tokens_per_s,
+        ms_per_step=1000 * state.train_seconds / timed_steps,
+        mfu=mfu,
+        train_seconds=state.train_seconds,
+        tokens=state.tokens,
+        curve=state.curve,
+    )
+
+
+def final_checkpoint(state: TrainState, path: Path, params: TrainParams, seed: int, tokenizer_hash: str,
+                     extra: dict[str, Any] | None = None) -> None:
+    save_checkpoint(
+        path, unwrap(state.model), tokenizer_hash=tokenizer_hash, step=state.step, optimizer=state.optimizer,
+        rng=state.rng_state(), train_config=params.model_dump(mode="json") | {"seed": seed},
+        extra={**state.counters(), **(extra or {})},
+    )

@@ -1,0 +1,235 @@
+"""The train stage as a function of files in, files out.
+
+In: the tokenize stage's folder (`tokenizer.json`, `train.npy`, `val.npy`, `stats.json`) and,
+for the fact probes, the data stage's folder (`world.json`, `corpus/val.jsonl`, `qa.parquet`).
+Out (one folder per model): `ckpt.pt`, `metrics.json`, `curve.csv`, `loss.png`, `facts.csv`,
+`provenance.json`. While training, `last.pt` holds the latest resumable state; a rerun resumes
+from it (unless `fresh`) and it is removed once `ckpt.pt` is written.
+
+Every input is checked before the first step: a bad file or a mismatched checkpoint raises a
+`NextlabError` that names it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from nextlab.config import Study
+from nextlab.errors import InputFileError, NextlabError
+from nextlab.io import atomic_path, read_json, require_file, sha256_file, write_json
+from nextlab.model import GPTConfig
+from nextlab.provenance import provenance
+from nextlab.train import device as dev
+from nextlab.train.batches import TokenData
+from nextlab.train.checkpoint import check_compatible, read_checkpoint
+from nextlab.train.loop import final_checkpoint, new_state, resume_state, train, trajectory_config
+
+log = logging.getLogger(__name__)
+
+CURVE_COLUMNS = ("step", "lr", "train_loss", "val_loss", "tokens_per_s")
+# MLflow checkpoints above this size are referenced by path instead of copied into the store.
+MAX_LOGGED_CHECKPOINT = 200 * 2**20
+
+
+def tokenizer_hash(tokens_dir: Path) -> str:
+    """The tokenize stage's `tokenizer_hash`, or the same hash of tokenizer.json if stats lack it."""
+    stats = tokens_dir / "stats.json"
+    if stats.is_file():
+        value = read_json(stats).get("tokenizer_hash")
+        if value:
+            return str(value)
+    return sha256_file(require_file(tokens_dir / "tokenizer.json", "tokenizer"))[:16]
+
+
+@dataclass
+class TrainInputs:
+    """Everything the stage reads, loaded and checked."""
+
+    config: GPTConfig
+    train: TokenData
+    val: TokenData | None
+    tokenizer: Any
+    tokenizer_hash: str
+    data_hash: str | None
+    probe: dict[str, Any] | None  # docs, mentions, qa for the fact probes
+
+
+def load_inputs(study: Study, model_name: str, tokens_dir: Path, data_dir: Path | None) -> TrainInputs:
+    from nextlab.tokenizer import load_tokenizer
+
+    if model_name not in study.models:
+        raise NextlabError(f"models.{model_name}: no such model in params; defined: {sorted(study.models)}")
+    tokenizer = load_tokenizer(tokens_dir / "tokenizer.json")
+    vocab_size = tokenizer.get_vocab_size()
+    config = GPTConfig.from_params(study.models[model_name], vocab_size)
+    train_data = TokenData.load(tokens_dir / "train.npy")
+    train_data.require_fits(config.block_size)
+    val_data: TokenData | None = TokenData.load(tokens_dir / "val.npy")
+    if not val_data.fits(config.block_size):
+        log.warning("%s: %d tokens, fewer than block_size + 1: no validation loss", val_data.name, len(val_data))
+        val_data = None
+    for data in (train_data, val_data):
+        if data is not None and data.max_id() >= vocab_size:
+            raise InputFileError(
+                f"{data.name}: holds token id {data.max_id()}, beyond the tokenizer's {vocab_size} ids; "
+                "token files and tokenizer.json come from different runs"
+            )
+
+    probe = None
+    data_hash = None
+    if data_dir is not None:
+        from nextlab.data.stage import read_jsonl
+        from nextlab.data.world import World
+
+        world = World.load(data_dir / "world.json")
+        val_path = require_file(data_dir / "corpus" / "val.jsonl", "validation corpus")
+        try:
+            docs = read_jsonl(val_path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputFileError(f"{val_path}: not JSON lines ({err})") from None
+        qa_path = require_file(data_dir / "qa.parquet", "QA table")
+        try:
+            qa = pd.read_parquet(qa_path)
+        except Exception as err:
+            raise InputFileError(f"{qa_path}: not a readable parquet file ({err})") from None
+        missing = {"question_id", "question", "answer", "mentions", "split", "seen"} - set(qa.columns)
+        if missing:
+            raise InputFileError(f"{qa_path}: lacks columns {sorted(missing)}")
+        probe = {"docs": docs, "mentions": {p.person_id: p.mentions for p in world.people}, "qa": qa}
+        stats = data_dir / "stats.json"
+        data_hash = read_json(stats).get("data_hash") if stats.is_file() else None
+    return TrainInputs(config, train_data, val_data, tokenizer, tokenizer_hash(tokens_dir), data_hash, probe)
+
+
+def write_curve(path: Path, curve: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in curve:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CURVE_COLUMNS})
+
+
+def run_train(
+    study: Study,
+    model_name: str,
+    tokens_dir: str | Path,
+    out_dir: str | Path,
+    data_dir: str | Path | None = None,
+    fresh: bool = False,
+    progress: bool | None = None,
+    logs_root: Path = Path("logs"),
+) -> dict[str, Any]:
+    """Train `study.models[model_name]`; write the stage's files into `out_dir`; return metrics."""
+    from nextlab.tracking import stage_run
+    from nextlab.train.facts import bio_fact_rows, by_mentions, flat_metrics, qa_rows
+    from nextlab.train.plot import plot_loss
+
+    params = study.train
+    tokens_dir, out = Path(tokens_dir), Path(out_dir)
+    inputs = load_inputs(study, model_name, tokens_dir, Path(data_dir) if data_dir is not None else None)
+    device = dev.resolve_device(params.device)
+    dev.setup_device(device)
+    last = out / "last.pt"
+
+    if fresh and last.exists():
+        last.unlink()
+    # A kill -9 mid-write leaves the atomic writer's temp file behind; the rename never happened.
+    for stale in out.glob(".last.pt.*.tmp") if out.is_dir() else ():
+        stale.unlink()
+    if last.exists():
+        ckpt = read_checkpoint(last)
+        try:
+            check_compatible(ckpt, last, tokenizer_hash=inputs.tokenizer_hash,
+                             model_config=inputs.config.to_dict(),
+                             train_config=trajectory_config(params, study.seed))
+        except NextlabError as err:
+            raise NextlabError(f"{err}. Delete it or pass --fresh to start over") from None
+        state = resume_state(ckpt, params, device)
+        log.info("resuming %s from %s at step %d", model_name, last, state.step)
+    else:
+        state = new_state(inputs.config, params, study.seed, device)
+    peak = dev.peak_flops(device, params.cpu_peak_flops)
+    out.mkdir(parents=True, exist_ok=True)
+
+    tags = {"nextlab.model": model_name, "nextlab.scheme": "pretrain", "nextlab.seed": study.seed,
+            "nextlab.tokenizer_hash": inputs.tokenizer_hash, "nextlab.device": device.type}
+    run_params = {"model": study.models[model_name].model_dump(mode="json"),
+                  "train": params.model_dump(mode="json"), "seed": study.seed,
+                  "vocab_size": inputs.config.vocab_size}
+    wall_start = time.perf_counter()
+    with stage_run(study, "train", f"train/{model_name}", tags=tags, params=run_params,
+                   data_hash=inputs.data_hash, logs_root=logs_root) as run:
+
+        def on_step(row: dict[str, Any]) -> None:
+            run.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None}, step=row["step"])
+
+        for row in state.curve:  # a resumed run re-logs the curve so far: one run, whole curve
+            on_step(row)
+        dev.reset_peak_memory(device)
+        outcome = train(
+            state, inputs.train, inputs.val, params, checkpoint_path=last,
+            tokenizer_hash=inputs.tokenizer_hash, seed=study.seed,
+            compile_model=params.compile, peak_flops=peak, on_step=on_step, progress=progress,
+        )
+        model = state.model
+        metrics: dict[str, Any] = {
+            "steps": outcome.step,
+            "tokens": outcome.tokens,
+            "train_loss": outcome.train_loss,
+            "params": model.num_params(),
+            "tokens_per_s": outcome.tokens_per_s,
+            "ms_per_step": outcome.ms_per_step,
+            "flops_per_token": model.flops_per_token(),
+            "train_seconds": outcome.train_seconds,
+            "peak_memory_mb": dev.peak_memory_bytes(device) / 2**20,
+            "threads": torch.get_num_threads(),
+        }
+        if outcome.val_loss is not None:
+            metrics["val_loss"] = outcome.val_loss
+            metrics["val_perplexity"] = float(torch.tensor(outcome.val_loss).exp())
+        if outcome.mfu is not None:
+            metrics["mfu"] = outcome.mfu
+            metrics["peak_flops"] = peak
+
+        if inputs.probe is not None:
+            probe_start = time.perf_counter()
+            bio = bio_fact_rows(model, inputs.tokenizer, inputs.probe["docs"], inputs.probe["mentions"])
+            qa = qa_rows(model, inputs.tokenizer, inputs.probe["qa"])
+            table = by_mentions(bio, qa)
+            with atomic_path(out / "facts.csv") as tmp:
+                table.to_csv(tmp, index=False, float_format="%.4f")
+            metrics |= flat_metrics(table, bio, qa)
+            metrics["probe_seconds"] = time.perf_counter() - probe_start
+            log.info("fact accuracy by mention count:\n%s", table.to_string(index=False))
+
+        final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash,
+                         extra={"model_name": model_name, "metrics": metrics})
+        write_curve(out / "curve.csv", outcome.curve)
+        plot_loss(outcome.curve, out / "loss.png", title=f"{study.study} / {model_name}")
+        metrics["wall_seconds"] = time.perf_counter() - wall_start
+        write_json(out / "metrics.json", metrics)
+        write_json(out / "provenance.json", provenance(
+            {"model": study.models[model_name].model_dump(mode="json"), "train": params.model_dump(mode="json")},
+            study.seed, inputs.data_hash) | {"tokenizer_hash": inputs.tokenizer_hash, "device": device.type})
+        if last.exists():
+            last.unlink()
+
+        # train_loss and val_loss are already on the curve at this step; the rest are final figures.
+        run.log_metrics({k: v for k, v in metrics.items() if k not in ("train_loss", "val_loss")}, step=outcome.step)
+        for name in ("metrics.json", "curve.csv", "loss.png", "facts.csv"):
+            run.log_artifact(out / name)
+        ckpt_path = out / "ckpt.pt"
+        if ckpt_path.stat().st_size <= MAX_LOGGED_CHECKPOINT:
+            run.log_artifact(ckpt_path, "model")
+        else:
+            run.set_tags({"nextlab.checkpoint": str(ckpt_path.resolve())})
+    return metrics

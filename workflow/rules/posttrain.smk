@@ -1,0 +1,111 @@
+# Supervised fine-tuning (one job per model), then post-training under each reward scheme and seed
+# in params `posttrain:` (one job per model x scheme x seed, each starting from the SFT model; the
+# calibrated scheme from the SFT model taught to state a confidence, rule sft_confidence).
+# `none` is the SFT model itself: it has no post-training job.
+
+include: "posttrain_helpers.smk"
+
+
+rule sft:
+    input:
+        ckpt=rules.train.output.ckpt,
+        tokenizer=rules.tokenize.output.tokenizer,
+        qa=rules.data.output.qa,
+        data_stats=rules.data.output.stats,
+    output:
+        ckpt=f"{RESULTS}/models/{{model}}/sft/ckpt.pt",
+        metrics=f"{RESULTS}/models/{{model}}/sft/metrics.json",
+        curve=f"{RESULTS}/models/{{model}}/sft/curve.csv",
+    wildcard_constraints:
+        model="|".join(P.models),
+    params:
+        file=PARAMS,
+        used=sft_params,
+        data=folder_of("data_stats", io="input"),
+        tokenizer=folder_of("tokenizer", io="input"),
+        out=folder_of("metrics"),
+    log:
+        f"{LOGS}/sft/{{model}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/sft_{{model}}.tsv"
+    # Every post-training job waits for this one: let it use both cores.
+    threads: 2
+    conda:
+        CONDA_ENV
+    shell:
+        "nextlab sft --params {params.file} --threads {threads} --model {wildcards.model} "
+        "--init {input.ckpt} --data {params.data} --tokenizer {params.tokenizer} "
+        "--out {params.out} > {log} 2>&1"
+
+
+# The calibrated scheme's start: the SFT model taught to state a confidence (built only when a
+# calibrated scheme is in the params, since only its post-training jobs ask for it).
+rule sft_confidence:
+    input:
+        ckpt=rules.sft.output.ckpt,
+        tokenizer=rules.tokenize.output.tokenizer,
+        qa=rules.data.output.qa,
+        data_stats=rules.data.output.stats,
+    output:
+        ckpt=f"{RESULTS}/models/{{model}}/sft_confidence/ckpt.pt",
+        metrics=f"{RESULTS}/models/{{model}}/sft_confidence/metrics.json",
+        curve=f"{RESULTS}/models/{{model}}/sft_confidence/curve.csv",
+    wildcard_constraints:
+        model="|".join(P.models),
+    params:
+        file=PARAMS,
+        used=posttrain_params,
+        data=folder_of("data_stats", io="input"),
+        tokenizer=folder_of("tokenizer", io="input"),
+        out=folder_of("metrics"),
+    log:
+        f"{LOGS}/sft/{{model}}_confidence.log",
+    benchmark:
+        f"{LOGS}/benchmarks/sft_confidence_{{model}}.tsv"
+    threads: 1
+    conda:
+        CONDA_ENV
+    shell:
+        "nextlab sft --confidence --params {params.file} --threads {threads} --model {wildcards.model} "
+        "--init {input.ckpt} --data {params.data} --tokenizer {params.tokenizer} "
+        "--out {params.out} > {log} 2>&1"
+
+
+rule posttrain:
+    input:
+        init=posttrain_start,
+        tokenizer=rules.tokenize.output.tokenizer,
+        qa=rules.data.output.qa,
+        data_stats=rules.data.output.stats,
+    output:
+        ckpt=f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/ckpt.pt",
+        metrics=f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/metrics.json",
+        steps=f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/steps.csv",
+    wildcard_constraints:
+        model="|".join(P.models),
+        scheme="|".join(re.escape(s) for s in TRAINED_SCHEMES) or "(?!)",
+        seed=r"\d+",
+    params:
+        file=PARAMS,
+        used=posttrain_params,
+        data=folder_of("data_stats", io="input"),
+        tokenizer=folder_of("tokenizer", io="input"),
+        out=folder_of("metrics"),
+    log:
+        f"{LOGS}/posttrain/{{model}}/{{scheme}}/seed{{seed}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/posttrain_{{model}}_{{scheme}}_seed{{seed}}.tsv"
+    # Many small jobs side by side: one thread each (ARCHITECTURE.md, oversubscription).
+    threads: 1
+    conda:
+        CONDA_ENV
+    shell:
+        "nextlab posttrain --params {params.file} --threads {threads} --model {wildcards.model} "
+        "--scheme {wildcards.scheme} --seed {wildcards.seed} --init {input.init} --data {params.data} "
+        "--tokenizer {params.tokenizer} --out {params.out} > {log} 2>&1"
+
+
+ALL.extend(expand(rules.sft.output.metrics, model=list(P.models)))
+ALL.extend(
+    expand(rules.posttrain.output.metrics, model=list(P.models), scheme=TRAINED_SCHEMES, seed=POSTTRAIN_SEEDS)
+)

@@ -1,0 +1,71 @@
+# The report: every figure, report.md and a self-contained report.html, from the results tables
+# alone (no model is loaded, nothing is retrained). One job draws them all: a figure takes a
+# fraction of a second, a job per figure would pay Python's start-up each time.
+# Every figure is a report() output, so `snakemake --report` groups them by stage and labels them
+# by model, scheme and seed (`all` where a figure compares them), with the caption (claim,
+# findings, intervals) the job writes beside it.
+
+from nextlab.report.registry import needed_paths, plan
+
+REPORTS = f"reports/{P.study}"
+# Figures of the stages whose rules exist; a new stage's figures join when its .smk file does.
+REPORT_STAGES = [s for s in STAGES if s != "report"]
+REPORT_FIGURES = plan(P, REPORT_STAGES)
+REPORT_INPUTS = sorted({f"{RESULTS}/{path}" for i in REPORT_FIGURES for path, _ in needed_paths(i, P)})
+# Where a figure does not vary a factor, the value the stages tag their runs with.
+REPORT_DEFAULTS = {
+    "data": {"model": "-", "scheme": "-", "seed": str(P.seed)},
+    "train": {"model": "all", "scheme": "pretrain", "seed": str(P.seed)},
+}
+
+
+rule report:
+    input:
+        tables=REPORT_INPUTS,
+        data_stats=rules.data.output.stats,
+    output:
+        figures=[
+            report(
+                f"{REPORTS}/figures/{i.filename}",
+                # relative to this file; the report job writes the caption beside the figure
+                caption=f"../../{REPORTS}/figures/{i.stem}.rst",
+                category=i.figure.stage,
+                subcategory=i.labels.get("model", "study"),
+                labels={"figure": i.figure.title}
+                | {"model": "all", "scheme": "all", "seed": "all"}
+                | REPORT_DEFAULTS.get(i.figure.stage, {})
+                | i.labels,
+            )
+            for i in REPORT_FIGURES
+        ],
+        captions=[f"{REPORTS}/figures/{i.stem}.rst" for i in REPORT_FIGURES],
+        markdown=f"{REPORTS}/report.md",
+        html=report(
+            f"{REPORTS}/report.html",
+            caption="../report/report.rst",
+            category="report",
+            labels={"figure": "the report", "model": "all", "scheme": "all", "seed": "all"},
+        ),
+        findings=f"{RESULTS}/report/findings.json",
+        plots=directory(f"{RESULTS}/report/plots"),
+    params:
+        file=PARAMS,
+        # the figures read evaluate.targets and .bins; models, schemes and seeds arrive as inputs
+        used=rule_params("study", "evaluate", "tracking"),
+        stages=",".join(REPORT_STAGES),
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.data_stats)),
+        out=folder_of("markdown"),
+        data_out=folder_of("findings"),
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{LOGS}/benchmarks/report.tsv"
+    threads: 1
+    conda:
+        CONDA_ENV
+    shell:
+        "nextlab report --params {params.file} --threads {threads} --results {params.results} "
+        "--out {params.out} --data-out {params.data_out} --stages {params.stages} > {log} 2>&1"
+
+
+ALL.extend([rules.report.output.html, rules.report.output.findings])
