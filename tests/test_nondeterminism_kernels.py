@@ -66,20 +66,21 @@ def test_linear_matches_plain_linear_closely():
 def test_attention_query_is_the_same_bits_whatever_the_batch_columns_and_blocks():
     torch.manual_seed(2)
     heads, d, slots = 2, 16, 2 * kernels.SLOT_BLOCK
-    keys, values = torch.randn(1, heads, d, slots), torch.randn(1, heads, slots, d)
+    keys, values = torch.randn(1, heads, slots, d), torch.randn(1, heads, slots, d)
     query = torch.randn(1, heads, 1, d)
     pos = 40  # inside the first block: a second block must change nothing
-    alone = kernels.attention(query, keys, values, kernels.SlotMasks.from_positions(torch.tensor([[pos]])))
+    alone = kernels.attention(query, *kernels.to_blocks(keys, values),
+                              kernels.SlotMasks.from_positions(torch.tensor([[pos]])))
     for batch, cols, col in [(1, 1, 0), (3, 1, 0), (3, 5, 2), (8, 7, 6)]:
         q = torch.randn(batch, heads, cols, d)
-        k_t, v = torch.randn(batch, heads, d, slots), torch.randn(batch, heads, slots, d)
+        k, v = torch.randn(batch, heads, slots, d), torch.randn(batch, heads, slots, d)
         q_pos = torch.randint(0, slots, (batch, cols))
         q_pos[0, 0] = slots - 1  # a neighbour in the second block: the call visits both blocks
         row = 1 % batch  # the target's row
-        q[row, :, col], k_t[row], v[row], q_pos[row, col] = query[0, :, 0], keys[0], values[0], pos
+        q[row, :, col], k[row], v[row], q_pos[row, col] = query[0, :, 0], keys[0], values[0], pos
         masks = kernels.SlotMasks.from_positions(q_pos)
         assert len(masks.keep) == (2 if batch > 1 else 1)
-        got = kernels.attention(q, k_t, v, masks)
+        got = kernels.attention(q, *kernels.to_blocks(k, v), masks)
         assert torch.equal(got[row, :, col], alone[0, :, 0]), (batch, cols)
 
 
@@ -88,7 +89,7 @@ def test_attention_matches_softmax_attention_closely():
     B, heads, T, d, slots = 2, 2, 5, 8, kernels.SLOT_BLOCK * 2
     q, k, v = torch.randn(B, heads, T, d), torch.randn(B, heads, slots, d), torch.randn(B, heads, slots, d)
     q_pos = torch.tensor([[3, 4, 70, 71, 72], [0, 1, 2, 3, 4]])
-    got = kernels.attention(q, k.transpose(-1, -2).contiguous(), v, kernels.SlotMasks.from_positions(q_pos))
+    got = kernels.attention(q, *kernels.to_blocks(k, v), kernels.SlotMasks.from_positions(q_pos))
     mask = torch.arange(slots) <= q_pos[:, None, :, None]
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(got, want)
@@ -174,8 +175,10 @@ def test_the_cache_is_aligned_whatever_the_padding():
         assert isinstance(cache, AlignedKVCache)
         assert cache.lengths.tolist() == [4, 2] and cache.seen == 4 and cache.zeroed == 1
         # the short row's values sit in slots 0 and 1; the rest of the visited block is zeros
-        values = cache.values[0][1, :, : kernels.SLOT_BLOCK]
+        values = cache.values[0][0, 1]  # block 0, sequence 1: (heads, SLOT_BLOCK, head_size)
         assert values[:, 2:].abs().sum() == 0 and (values[:, :2] != 0).all()
+        keys = cache.keys[0][0, 1]  # (heads, head_size, SLOT_BLOCK)
+        assert keys[..., 2:].abs().sum() == 0 and (keys[..., :2] != 0).all()
 
 
 def test_invariant_mode_refuses_a_model_config_it_does_not_know():

@@ -65,13 +65,15 @@ def _check_supported(model: GPT) -> None:
 
 @dataclass
 class AlignedKVCache:
-    """Per layer, keys (B, heads, head_size, slots), transposed for the score product, and values
-    (B, heads, slots, head_size); token j of sequence b sits in slot j.
+    """Per layer, keys and values of every sequence; token j of sequence b sits in slot j.
 
+    Slots come in blocks of `kernels.SLOT_BLOCK`, block-major, so that each block the attention
+    visits is one contiguous tensor: keys (blocks, B, heads, head_size, SLOT_BLOCK), transposed
+    for the score product, and values (blocks, B, heads, SLOT_BLOCK, head_size).
     lengths: (B,) real tokens stored per sequence; seen: attention-mask columns consumed so far
     (real and padding), so the next call's mask must have `seen + T` columns; zeroed: how many
-    blocks of slots hold zeros or written keys (blocks are zeroed when attention first visits
-    them: a slot not yet written is multiplied by probability 0, and 0 * NaN would be NaN).
+    blocks hold zeros or written keys (a block is zeroed when attention first visits it: a slot
+    not yet written is multiplied by probability 0, and 0 * NaN would be NaN).
     """
 
     keys: list[torch.Tensor]
@@ -83,9 +85,9 @@ class AlignedKVCache:
     @classmethod
     def empty(cls, model: GPT, batch: int, dtype: torch.dtype, device: torch.device) -> "AlignedKVCache":
         cfg = model.config
-        slots = kernels.key_slots(cfg.block_size)
-        k_shape = (batch, cfg.n_head, cfg.head_size, slots)
-        v_shape = (batch, cfg.n_head, slots, cfg.head_size)
+        blocks = kernels.key_slots(cfg.block_size) // kernels.SLOT_BLOCK
+        k_shape = (blocks, batch, cfg.n_head, cfg.head_size, kernels.SLOT_BLOCK)
+        v_shape = (blocks, batch, cfg.n_head, kernels.SLOT_BLOCK, cfg.head_size)
         return cls(
             keys=[torch.empty(k_shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)],
             values=[torch.empty(v_shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)],
@@ -96,11 +98,21 @@ class AlignedKVCache:
         """Zero the slot blocks up to `blocks` that were never zeroed (before keys are written)."""
         if blocks <= self.zeroed:
             return
-        cols = slice(self.zeroed * kernels.SLOT_BLOCK, blocks * kernels.SLOT_BLOCK)
         for keys, values in zip(self.keys, self.values):
-            keys[..., cols] = 0
-            values[:, :, cols] = 0
+            keys[self.zeroed : blocks] = 0
+            values[self.zeroed : blocks] = 0
         self.zeroed = blocks
+
+    def write_index(self, b_idx: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat indices where the new tokens (sequence b_idx, position pos) go, for index_copy_:
+        rows of values viewed as (-1, head_size), and elements of keys viewed as (-1,)."""
+        _, B, heads, d, width = self.keys[0].shape
+        block, column = pos // width, pos % width
+        cell = (block[:, None] * B + b_idx[:, None]) * heads + torch.arange(heads, device=pos.device)  # (R, heads)
+        value_rows = (cell * width + column[:, None]).reshape(-1)
+        channels = torch.arange(d, device=pos.device)
+        key_cells = ((cell[:, :, None] * d + channels) * width + column[:, None, None]).reshape(-1)
+        return value_rows, key_cells
 
 
 class BatchInvariantGPT(nn.Module):
@@ -154,14 +166,7 @@ class BatchInvariantGPT(nn.Module):
         q_pos[b_idx, rank] = pos
         masks = kernels.SlotMasks.from_positions(q_pos)
         cache.zero_blocks(len(masks.keep))
-        # Where each new token's keys and values go, as flat indices for index_copy_: values are
-        # rows (b, head, slot) of a (B * heads * slots, head_size) view; keys, stored transposed,
-        # are elements (b, head, channel, slot).
-        slots = cache.values[0].size(2)
-        bh = b_idx[:, None] * cfg.n_head + torch.arange(cfg.n_head, device=device)  # (R, heads)
-        value_rows = (bh * slots + pos[:, None]).reshape(-1)
-        channels = torch.arange(cfg.head_size, device=device)
-        key_cells = ((bh[:, :, None] * cfg.head_size + channels) * slots + pos[:, None, None]).reshape(-1)
+        value_rows, key_cells = cache.write_index(b_idx, pos)
 
         x = model.wte(idx[b_idx, t_idx])
         if model.wpe is not None:

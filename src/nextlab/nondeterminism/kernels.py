@@ -9,7 +9,10 @@ here make those shapes constants:
 * `linear` multiplies rows in blocks of exactly `ROW_BLOCK` rows (the last block zero-padded),
   so every row of every batch goes through the same `ROW_BLOCK x K x N` product, the same kernel
   and the same K-blocking. Where a row sits inside the block does not change its bits (measured,
-  and asserted by tests/test_nondeterminism_kernels.py).
+  and asserted by tests/test_nondeterminism_kernels.py). The rows left over after whole blocks
+  may use a smaller block where that was measured to give the same bits (`_same_bits`): on the
+  project's CPU, MKL's 16-row and 64-row fp32 products agree, and oneDNN's bf16 products agree
+  for any row count, so small batches need not pay for 64 rows.
 * `attention` reads keys from a per-sequence aligned cache: key j of a sequence always sits in
   slot j of its own buffer, whatever the padding, and is visited in fixed blocks of `SLOT_BLOCK`
   slots with an online softmax. A block a query may not see changes its running sums by exact
@@ -61,21 +64,59 @@ def key_slots(block_size: int) -> int:
     return round_up(block_size, SLOT_BLOCK)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight^T (+ bias) for rows x (R, K), computed `ROW_BLOCK` rows at a time.
+# Smaller blocks a call may use for the rows left over after whole ROW_BLOCKs, if they give every
+# row the same bits as ROW_BLOCK does; which ones do is measured per weight shape (`_same_bits`).
+SMALL_BLOCKS = (1, 2, 4, 8, 16, 32)
+_EQUIVALENT: dict[tuple, tuple[int, ...]] = {}
 
-    The rows are copied into a zero-padded buffer of whole blocks, so every product has the shape
-    (ROW_BLOCK, K) @ (K, N) whatever R is. The bias is added afterwards as its own element-wise op
-    (an `addmm` could fold it into the accumulation differently for different shapes).
+
+def _same_bits(weight: torch.Tensor) -> tuple[int, ...]:
+    """The SMALL_BLOCKS whose products give each row the bits of a ROW_BLOCK product, for this
+    weight's shape, dtype, device and the current thread count.
+
+    The BLAS picks its kernel from the shape (MKL on the project's CPU: one path for 1 row, one
+    for 2-5 or 2-15 rows, one above), never from the values, so one comparison on random rows at
+    every position within the blocks decides it; it is made once per shape and cached. Where no
+    smaller block matches, every call pays for a whole ROW_BLOCK.
+    """
+    key = (tuple(weight.shape), weight.stride(), weight.dtype, weight.device, torch.get_num_threads())
+    if key not in _EQUIVALENT:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(ROW_BLOCK, weight.size(1), generator=g).to(weight.device, weight.dtype)
+        reference = torch.mm(x, weight.t())
+        _EQUIVALENT[key] = tuple(
+            size for size in SMALL_BLOCKS
+            if torch.equal(torch.cat([torch.mm(x[i : i + size], weight.t()) for i in range(0, ROW_BLOCK, size)]),
+                           reference)
+        )
+    return _EQUIVALENT[key]
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight^T (+ bias) for rows x (R, K), as products of fixed row-block shapes.
+
+    Whole blocks of `ROW_BLOCK` rows first; the rows left over go into one zero-padded block of the
+    smallest size in `SMALL_BLOCKS` that gives a row the same bits as ROW_BLOCK (`_same_bits`),
+    else into a padded ROW_BLOCK. So a row's bits never depend on how many rows the call has. The
+    bias is added afterwards as its own element-wise op (an `addmm` could fold it into the
+    accumulation differently for different shapes).
     """
     rows = x.size(0)
-    padded = max(round_up(rows, ROW_BLOCK), ROW_BLOCK)
-    if padded != rows or not x.is_contiguous():
+    whole = rows - rows % ROW_BLOCK
+    left = rows - whole
+    tail = ROW_BLOCK
+    if left:
+        tail = next((size for size in _same_bits(weight) if size >= left), ROW_BLOCK)
+    padded = whole + (tail if left else 0)
+    if padded != rows or not x.is_contiguous() or padded == 0:
+        padded = max(padded, tail)
         buffer = x.new_zeros(padded, x.size(1))
         buffer[:rows] = x
         x = buffer
     w_t = weight.t()
-    blocks = [torch.mm(x[start : start + ROW_BLOCK], w_t) for start in range(0, padded, ROW_BLOCK)]
+    blocks = [torch.mm(x[start : start + ROW_BLOCK], w_t) for start in range(0, whole, ROW_BLOCK)]
+    if padded > whole:
+        blocks.append(torch.mm(x[whole:padded], w_t))
     out = (blocks[0] if len(blocks) == 1 else torch.cat(blocks))[:rows]
     return out + bias if bias is not None else out
 
@@ -104,16 +145,24 @@ class SlotMasks:
         return cls(keep, bias)
 
 
+def to_blocks(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block-major layout `attention` reads, from keys and values (B, heads, S, d)."""
+    B, heads, S, d = k.shape
+    blocked = lambda t: t.reshape(B, heads, S // SLOT_BLOCK, SLOT_BLOCK, d).permute(2, 0, 1, 3, 4)  # noqa: E731
+    return blocked(k).transpose(-1, -2).contiguous(), blocked(v).contiguous()
+
+
 def _columns(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def attention(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, masks: SlotMasks) -> torch.Tensor:
+def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, masks: SlotMasks) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over aligned keys, each query seeing the slots `masks` allows.
 
-    q: (B, heads, T, d) queries; k_t: (B, heads, d, S) keys, transposed, and v: (B, heads, S, d)
-    values, with token j of sequence b in slot j (S a multiple of `SLOT_BLOCK`). Returns
-    (B, heads, T, d) in q's dtype.
+    q: (B, heads, T, d) queries; keys: (blocks, B, heads, d, SLOT_BLOCK), transposed, and values:
+    (blocks, B, heads, SLOT_BLOCK, d), with token j of sequence b in slot j (block j // SLOT_BLOCK,
+    column j % SLOT_BLOCK): each visited block is one contiguous tensor, so no product has to copy
+    its operand first. Returns (B, heads, T, d) in q's dtype.
 
     Every product has one fixed shape, that of decoding one token: a (1 x d) @ (d x SLOT_BLOCK)
     score row and a (1 x SLOT_BLOCK) @ (SLOT_BLOCK x d) output row per sequence and head. A
@@ -126,26 +175,25 @@ def attention(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, masks: SlotMa
     ones (m stays, exp(0) = 1, l + 0, o + 0).
     """
     B, heads, T, d = q.shape
-    if k_t.size(-1) % SLOT_BLOCK:
-        raise ValueError(f"attention wants a multiple of {SLOT_BLOCK} key slots, got {k_t.size(-1)}")
+    if keys.shape[1:] != (B, heads, d, SLOT_BLOCK) or values.shape[1:] != (B, heads, SLOT_BLOCK, d):
+        raise ValueError(f"attention wants blocked keys and values of {SLOT_BLOCK} slots for {B} sequences, "
+                         f"got {tuple(keys.shape)} and {tuple(values.shape)}")
     if T == 0:
         return q.new_empty(B, heads, 0, d)
     # (B * heads) batched products, called on 3-D views directly (torch.bmm, no reshaping).
     q = (q * (1.0 / math.sqrt(d))).reshape(B * heads, T, d)
-    k_t, v = k_t.reshape(B * heads, d, -1), v.reshape(B * heads, -1, d)
     columns = [q[:, t : t + 1] for t in range(T)]
     for j, (keep, bias) in enumerate(zip(masks.keep, masks.bias)):
-        keys, values = k_t[..., j * SLOT_BLOCK : (j + 1) * SLOT_BLOCK], v[:, j * SLOT_BLOCK : (j + 1) * SLOT_BLOCK]
-        scores = _columns([torch.bmm(col, keys) for col in columns]).view(B, heads, T, SLOT_BLOCK).float()
+        k_block, v_block = keys[j].view(B * heads, d, SLOT_BLOCK), values[j].view(B * heads, SLOT_BLOCK, d)
+        scores = _columns([torch.bmm(col, k_block) for col in columns]).view(B, heads, T, SLOT_BLOCK).float()
         block_max = (scores + bias).amax(dim=-1, keepdim=True)
         # Slot 0 is always visible, so m is finite from the first block on.
         m_new = block_max if j == 0 else torch.maximum(m, block_max)
         # Hidden slots are zeroed before exp (exp(-inf) takes a slow path in torch's vectorised
         # exp) and after it, which gives the same exact zeros as softmax over -inf.
         p = torch.exp((scores - m_new) * keep) * keep
-        p_low = p.to(v.dtype)
-        p_low = p_low.view(B * heads, T, SLOT_BLOCK)
-        pv = _columns([torch.bmm(p_low[:, t : t + 1], values) for t in range(T)]).view(B, heads, T, d).float()
+        p_low = p.to(values.dtype).view(B * heads, T, SLOT_BLOCK)
+        pv = _columns([torch.bmm(p_low[:, t : t + 1], v_block) for t in range(T)]).view(B, heads, T, d).float()
         if j == 0:
             l, o = p.sum(dim=-1, keepdim=True), pv
         else:
