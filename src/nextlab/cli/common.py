@@ -17,9 +17,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load(args: argparse.Namespace) -> Study:
+def load(args: argparse.Namespace, uses_torch: bool = True) -> Study:
+    """The validated study; a stage that runs torch also gets the rule's thread count.
+
+    Stages that never touch torch pass `uses_torch=False`: importing it costs ~1.5 s per job,
+    which is most of a small job's time.
+    """
     study = load_study(args.params)
-    if getattr(args, "threads", None):
+    if uses_torch and getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from nextlab.data.stage import run_data
     from nextlab.tracking import stage_run
 
-    study = load(args)
+    study = load(args, uses_torch=False)
     start = time.perf_counter()
     stats = run_data(study, args.out)
     stats_time = time.perf_counter() - start

@@ -48,7 +48,7 @@ def _require(args: argparse.Namespace, names: list[str], mode: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    study = load(args)
+    study = load(args, uses_torch=not args.summary)
     if args.summary:
         _require(args, ["answers"], "evaluate --summary")
         return _summary(study, args)
@@ -84,7 +84,7 @@ def _summary(study, args: argparse.Namespace) -> int:
     import time
 
     from nextlab.evaluate.figures import draw_all
-    from nextlab.evaluate.run import read_answers, summarize
+    from nextlab.evaluate.tables import read_answers, summarize
     from nextlab.io import atomic_path, read_json, write_json
     from nextlab.tracking import stage_run
 

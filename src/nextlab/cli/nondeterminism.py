@@ -45,19 +45,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from nextlab.errors import NextlabError
-    from nextlab.nondeterminism.stage import run_job, run_summary
 
-    study = load(args)
+    study = load(args, uses_torch=not args.summary)
     if args.model not in study.models:
         raise NextlabError(f"model {args.model!r} is not in params models: {sorted(study.models)}")
     if args.summary:
         if not args.jobs:
             raise NextlabError("nondeterminism --summary needs --jobs")
+        from nextlab.nondeterminism.summary import run_summary
+
         run_summary(study, args.model, args.jobs, args.out)
         return 0
     missing = [f"--{n}" for n in ("dtype", "attention", "ckpt", "data", "tokenizer") if getattr(args, n) is None]
     if missing:
         raise NextlabError(f"nondeterminism needs {', '.join(missing)}")
+    from nextlab.nondeterminism.stage import run_job
+
     threads = args.threads or 1
     run_job(study, args.model, args.dtype, args.attention, threads, args.ckpt, args.data, args.tokenizer, args.out)
     return 0

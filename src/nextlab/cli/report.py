@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from nextlab.report import build_report
 
-    study = load(args)
+    study = load(args, uses_torch=False)
     results = args.results or Path("results") / study.study
     out = args.out or Path("reports") / study.study
     report = build_report(study, results, out, data_out=args.data_out, params_file=args.params,

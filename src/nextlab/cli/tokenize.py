@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from nextlab.tokenizer.stage import run_tokenize
     from nextlab.tracking import stage_run
 
-    study = load(args)
+    study = load(args, uses_torch=False)
     data_hash = read_json(args.data / "stats.json").get("data_hash")
     start = time.perf_counter()
     stats = run_tokenize(study, args.data / "corpus", args.out)

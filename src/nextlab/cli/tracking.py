@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from nextlab import tracking
 
-    study = load(args)
+    study = load(args, uses_torch=False)
     if args.action == "start":
         info = tracking.start_invocation(study, args.logs)
         if info:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.stats import rankdata
 
 NLL_EPS = 1e-6  # confidences are clipped to [eps, 1 - eps] for NLL and logits: a stated 1.0 that
 #                 is wrong costs -log(1e-6) = 13.8 nats instead of infinity
@@ -148,6 +146,8 @@ def auroc(conf: np.ndarray, y: np.ndarray) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
+    from scipy.stats import rankdata  # scipy costs ~1 s to import; only AUROC and scaling need it
+
     ranks = rankdata(np.asarray(conf, float))
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2
     return float(u / (n_pos * n_neg))
@@ -218,6 +218,8 @@ def fit_temperature(conf: np.ndarray, y: np.ndarray, bounds: tuple[float, float]
 
     def loss(log_t: float) -> float:
         return nll(1.0 / (1.0 + np.exp(-logits / math.exp(log_t))), y)
+
+    from scipy.optimize import minimize_scalar
 
     result = minimize_scalar(loss, bounds=(math.log(bounds[0]), math.log(bounds[1])), method="bounded",
                              options={"xatol": 1e-5})

@@ -1,7 +1,7 @@
 """Figures of the nondeterminism study, drawn from its parquet tables only (no model, no torch).
 
 `tables` maps a table name (`logits`, `steps`, `completions`, `unique`, `timing`) to the rows of
-every job of a model concatenated (`stage.read_jobs`); each row carries its job's factors
+every job of a model concatenated (`summary.read_jobs`); each row carries its job's factors
 (`dtype`, `attention`, `threads`). A job is drawn as one line, labelled `dtype/attention[/threads]`.
 
     >>> paths = draw_all(read_jobs(["results/default/nondeterminism/small/float32/sdpa/threads1"]),

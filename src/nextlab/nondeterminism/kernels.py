@@ -183,6 +183,7 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, masks: 
     # (B * heads) batched products, called on 3-D views directly (torch.bmm, no reshaping).
     q = (q * (1.0 / math.sqrt(d))).reshape(B * heads, T, d)
     columns = [q[:, t : t + 1] for t in range(T)]
+    m = l = o = q.new_empty(0)  # running max, sum and output: set by block 0
     for j, (keep, bias) in enumerate(zip(masks.keep, masks.bias)):
         k_block, v_block = keys[j].view(B * heads, d, SLOT_BLOCK), values[j].view(B * heads, SLOT_BLOCK, d)
         scores = _columns([torch.bmm(col, k_block) for col in columns]).view(B, heads, T, SLOT_BLOCK).float()

@@ -21,7 +21,6 @@ Every check on params and inputs runs before the model is loaded.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from nextlab.nondeterminism.invariant import BatchInvariantGPT
 from nextlab.nondeterminism.metrics import job_metrics
 from nextlab.nondeterminism.prompts import Prompt, build_pool, choose_targets
 from nextlab.nondeterminism.study import Models, Runner, unique_completions
+from nextlab.nondeterminism.summary import PER_BATCH
 from nextlab.posttrain.inputs import checked_checkpoint, read_qa, tokenizer_and_hash
 from nextlab.posttrain.qa import QACodec
 from nextlab.provenance import provenance
@@ -47,8 +47,6 @@ from nextlab.tokenizer import EOS_ID
 from nextlab.train.device import resolve_device
 
 log = logging.getLogger(__name__)
-
-_PER_BATCH = re.compile(r"_b\d+$")
 
 
 def job_name(model: str, dtype: str, attention: str, threads: int) -> str:
@@ -185,7 +183,7 @@ def _track_job(study: Study, factors: dict[str, Any], metrics: dict[str, Any], e
               "checkpoint_path": str(ckpt_path)}
     with stage_run(study, "nondeterminism", f"nondeterminism/{name}", tags=tags, params=params,
                    data_hash=data_hash) as run:
-        run.log_metrics({k: v for k, v in metrics.items() if v is not None and not _PER_BATCH.search(k)})
+        run.log_metrics({k: v for k, v in metrics.items() if v is not None and not PER_BATCH.search(k)})
         # Per batch size, under by_batch_size.<key>: the batch size is the step, so MLflow draws
         # each measure against it.
         for b in study.nondeterminism.batch_sizes:
@@ -196,45 +194,3 @@ def _track_job(study: Study, factors: dict[str, Any], metrics: dict[str, Any], e
         run.log_dict(env, "env.json")
         for name_ in ("metrics.json", "completions.parquet", "logits.parquet", "unique.parquet", "timing.parquet"):
             run.log_artifact(out / name_)
-
-
-def read_jobs(job_dirs: list[str | Path]) -> dict[str, pd.DataFrame]:
-    """Concatenate the tables of several job folders; a missing table is an error naming it."""
-    from nextlab.io import require_file
-
-    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
-    for folder in job_dirs:
-        for name in TABLES:
-            path = require_file(Path(folder) / f"{name}.parquet", f"nondeterminism {name} table")
-            try:
-                frames[name].append(pd.read_parquet(path))
-            except Exception as err:
-                raise NextlabError(f"{path}: not a readable parquet file ({err})") from None
-    return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
-
-
-def run_summary(study: Study, model_name: str, job_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
-    """Figures over every job of a model, and a flat metrics.json keyed `<dtype>.<attention>.threads<k>.<key>`."""
-    from nextlab.nondeterminism.figures import draw_all
-    from nextlab.tracking import stage_run
-
-    tables = read_jobs(job_dirs)
-    data_hash = read_json(Path(job_dirs[0]) / "provenance.json").get("data_hash")
-    flat: dict[str, Any] = {}
-    for folder in job_dirs:
-        env = read_json(Path(folder) / "env.json")
-        metrics = read_json(Path(folder) / "metrics.json")
-        prefix = f"{env['dtype']}.{env['attention']}.threads{env['threads']}"
-        flat.update({f"{prefix}.{k}": v for k, v in metrics.items()})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = draw_all(tables, out / "figures")
-    write_json(out / "metrics.json", flat)
-    with stage_run(study, "nondeterminism", f"nondeterminism/{model_name}/summary",
-                   tags={"nextlab.model": model_name, "nextlab.scheme": study.nondeterminism.checkpoint},
-                   params={"nondeterminism": study.nondeterminism.model_dump(mode="json")},
-                   data_hash=data_hash) as run:
-        run.log_metrics({k: v for k, v in flat.items() if v is not None and not _PER_BATCH.search(k)})
-        for path in [out / "metrics.json", *figures]:
-            run.log_artifact(path)
-    return flat

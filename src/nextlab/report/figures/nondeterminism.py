@@ -26,7 +26,7 @@ def _needs(*names: str) -> list[Need]:
 
 
 def _tables(tables, model: str, *names: str) -> dict:
-    """The named tables of every job of the model, concatenated (the stage's `read_jobs` shape)."""
+    """The named tables of every job of the model, concatenated (`summary.read_jobs`' shape)."""
     import pandas as pd
 
     jobs = factor_values(tables.study)["ndjob"]

@@ -1,0 +1,63 @@
+"""The nondeterminism summary: every job of a model, read back from its tables (no torch).
+
+    >>> flat = run_summary(study, "small", ["results/default/nondeterminism/small/float32/sdpa/threads1"],
+    ...                    "results/default/nondeterminism/small/summary")
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nextlab.config import Study
+from nextlab.config.nondeterminism import TABLES
+from nextlab.errors import NextlabError
+from nextlab.io import read_json, write_json
+
+# Per-batch-size metrics (`..._b8`) go to MLflow as steps of one curve, not as their own keys.
+PER_BATCH = re.compile(r"_b\d+$")
+
+
+def read_jobs(job_dirs: list[str | Path]) -> dict[str, pd.DataFrame]:
+    """Concatenate the tables of several job folders; a missing table is an error naming it."""
+    from nextlab.io import require_file
+
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
+    for folder in job_dirs:
+        for name in TABLES:
+            path = require_file(Path(folder) / f"{name}.parquet", f"nondeterminism {name} table")
+            try:
+                frames[name].append(pd.read_parquet(path))
+            except Exception as err:
+                raise NextlabError(f"{path}: not a readable parquet file ({err})") from None
+    return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
+
+
+def run_summary(study: Study, model_name: str, job_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """Figures over every job of a model, and a flat metrics.json keyed `<dtype>.<attention>.threads<k>.<key>`."""
+    from nextlab.nondeterminism.figures import draw_all
+    from nextlab.tracking import stage_run
+
+    tables = read_jobs(job_dirs)
+    data_hash = read_json(Path(job_dirs[0]) / "provenance.json").get("data_hash")
+    flat: dict[str, Any] = {}
+    for folder in job_dirs:
+        env = read_json(Path(folder) / "env.json")
+        metrics = read_json(Path(folder) / "metrics.json")
+        prefix = f"{env['dtype']}.{env['attention']}.threads{env['threads']}"
+        flat.update({f"{prefix}.{k}": v for k, v in metrics.items()})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = draw_all(tables, out / "figures")
+    write_json(out / "metrics.json", flat)
+    with stage_run(study, "nondeterminism", f"nondeterminism/{model_name}/summary",
+                   tags={"nextlab.model": model_name, "nextlab.scheme": study.nondeterminism.checkpoint},
+                   params={"nondeterminism": study.nondeterminism.model_dump(mode="json")},
+                   data_hash=data_hash) as run:
+        run.log_metrics({k: v for k, v in flat.items() if v is not None and not PER_BATCH.search(k)})
+        for path in [out / "metrics.json", *figures]:
+            run.log_artifact(path)
+    return flat
