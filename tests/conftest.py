@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,31 @@ def root() -> Path:
 @pytest.fixture(scope="session")
 def smoke_params() -> Path:
     return ROOT / "params" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory) -> dict:
+    """A project copy in which the smoke study has run through Snakemake (2 cores), made once per
+    test session and shared by the end-to-end test files (test_pipeline, test_report, test_browser);
+    a test that edits it puts it back.
+
+    NEXTLAB_SMOKE_PROJECT=<dir> reuses a copy where the smoke study already ran (a git repository
+    made by `conftest.make_project_copy`), to iterate on these tests without rerunning the study.
+    """
+    if os.environ.get("NEXTLAB_SMOKE_PROJECT"):
+        dest = Path(os.environ["NEXTLAB_SMOKE_PROJECT"]).resolve()
+        assert (dest / "results" / "smoke").is_dir(), f"{dest}: the smoke study has not run there"
+        env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"})
+        return {"path": dest, "env": env, "seconds": None}
+    dest = tmp_path_factory.getbasetemp() / "smoke-study" / "project"
+    env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"})
+    done = dest.parent / "done.json"
+    if not done.exists():
+        if dest.parent.exists():
+            shutil.rmtree(dest.parent)  # an earlier attempt failed half way
+        dest.parent.mkdir(parents=True)
+        make_project_copy(dest)
+        start = time.perf_counter()
+        run(["snakemake", "--cores", "2", "--config", "params=params/smoke.yaml"], dest, env)
+        done.write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    return {"path": dest, "env": env, **json.loads(done.read_text())}

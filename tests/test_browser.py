@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, tool_env
-from test_report import shared_smoke_project
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
@@ -33,8 +32,8 @@ HEADLINE = ("accuracy", "hallucination", "abstention")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return shared_smoke_project(tmp_path_factory)
+def project(smoke_project):
+    return smoke_project
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import make_project_copy, run, tool_env
+from conftest import run, tool_env
 
 pytestmark = pytest.mark.e2e
 
@@ -17,22 +17,26 @@ SMOKE = "params/smoke.yaml"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A project copy in which the smoke study has been run once through Snakemake with 2 cores."""
-    dest = make_project_copy(tmp_path_factory.mktemp("e2e") / "project")
-    env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"})
-    start = time.perf_counter()
-    proc = run(["snakemake", "--cores", "2", "--config", f"params={SMOKE}"], dest, env)
-    return {"path": dest, "env": env, "seconds": time.perf_counter() - start, "log": proc.stderr}
+def project(smoke_project):
+    """The project copy in which the smoke study has run once through Snakemake with 2 cores."""
+    return smoke_project
 
 
 def test_outputs_exist(project):
     results = project["path"] / "results" / "smoke"
     for name in ("data/world.json", "data/qa.parquet", "data/stats.json", "tokenizer/tokenizer.json",
-                 "tokenizer/train.npy", "tokenizer/stats.json"):
+                 "tokenizer/train.npy", "tokenizer/stats.json", "models/tiny/pretrain/ckpt.pt",
+                 "models/tiny/pretrain/facts.csv", "models/tiny/sft/ckpt.pt", "models/tiny/sft_confidence/ckpt.pt",
+                 "models/tiny/posttrain/binary/seed1/ckpt.pt", "models/tiny/posttrain/penalized-0.75/seed1/steps.csv",
+                 "evaluate/tiny/none/seed0/answers.parquet", "evaluate/tiny/summary/metrics.json",
+                 "nondeterminism/tiny/float32/sdpa/threads1/logits.parquet", "nondeterminism/tiny/summary/metrics.json",
+                 "report/findings.json"):
         assert (results / name).stat().st_size > 0, name
+    assert (project["path"] / "reports" / "smoke" / "report.html").stat().st_size > 0
     logs = project["path"] / "logs" / "smoke"
-    assert (logs / "data.log").exists() and (logs / "benchmarks" / "data.tsv").exists()
+    for stage in ("data", "tokenize", "train_tiny", "sft_tiny", "report"):
+        assert (logs / "benchmarks" / f"{stage}.tsv").exists(), stage
+    assert (logs / "data.log").exists()
 
 
 def test_mlflow_runs_are_grouped_and_tagged(project):
@@ -49,7 +53,7 @@ def test_mlflow_runs_are_grouped_and_tagged(project):
     parent = by_stage["pipeline"][0]
     assert parent.info.status == "FINISHED"
     children = [r for r in runs if r.info.run_id != parent.info.run_id]
-    assert {"data", "tokenize"} <= set(by_stage)
+    assert {"data", "tokenize", "train", "sft", "posttrain", "evaluate", "nondeterminism", "report"} <= set(by_stage)
     data_hash = json.loads((project["path"] / "results/smoke/data/stats.json").read_text())["data_hash"]
     for child in children:
         tags = child.data.tags

@@ -4,10 +4,8 @@ bad input (no results, a missing column) and `dvc metrics diff` between two runs
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,35 +15,9 @@ from conftest import make_project_copy, run, tool_env
 SMOKE = "params/smoke.yaml"
 
 
-def shared_smoke_project(tmp_path_factory) -> dict:
-    """A project copy in which the smoke study has run through Snakemake (2 cores), made once per
-    test session and reused by the test files that only read it (test_report, test_browser).
-
-    NEXTLAB_SMOKE_PROJECT=<dir> reuses a copy where the smoke study already ran (a git repository
-    made by `conftest.make_project_copy`), to iterate on these tests without rerunning the study.
-    """
-    if os.environ.get("NEXTLAB_SMOKE_PROJECT"):
-        dest = Path(os.environ["NEXTLAB_SMOKE_PROJECT"]).resolve()
-        assert (dest / "results" / "smoke").is_dir(), f"{dest}: the smoke study has not run there"
-        env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"})
-        return {"path": dest, "env": env, "seconds": None}
-    dest = tmp_path_factory.getbasetemp() / "smoke-study" / "project"
-    env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"})
-    done = dest.parent / "done.json"
-    if not done.exists():
-        if dest.parent.exists():
-            shutil.rmtree(dest.parent)  # an earlier attempt failed half way
-        dest.parent.mkdir(parents=True)
-        make_project_copy(dest)
-        start = time.perf_counter()
-        run(["snakemake", "--cores", "2", "--config", f"params={SMOKE}"], dest, env)
-        done.write_text(json.dumps({"seconds": time.perf_counter() - start}))
-    return {"path": dest, "env": env, **json.loads(done.read_text())}
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return shared_smoke_project(tmp_path_factory)
+def project(smoke_project):
+    return smoke_project
 
 
 @pytest.fixture(scope="module")

@@ -29,3 +29,17 @@ def folder_of(key, io="output"):
 def rule_params(*keys):
     """The params sections one job reads; editing any other section reruns nothing."""
     return json.dumps(section_dict(P, *keys), sort_keys=True)
+
+
+def model_job_params(*keys, device=False):
+    """Like rule_params, for a job of one {model}: its own shape, not the other models' (and the
+    device it runs on, where that changes its numbers)."""
+
+    def used(wildcards):
+        params = section_dict(P, *keys)
+        params["model"] = section_dict(P, "models")["models"][wildcards.model]
+        if device:
+            params["device"] = P.train.device
+        return json.dumps(params, sort_keys=True)
+
+    return used

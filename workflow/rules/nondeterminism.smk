@@ -8,21 +8,12 @@ ND = P.nondeterminism
 ND_JOBS = [(d, a, t) for d in ND.dtypes for a in ND.attention for t in ND.threads]
 
 
-def nondeterminism_params(wildcards):
-    used = section_dict(P, "study", "seed", "nondeterminism", "tracking")
-    used["model"] = section_dict(P, "models")["models"][wildcards.model]
-    used["device"] = P.train.device
-    return json.dumps(used, sort_keys=True)
-
-
-def nondeterminism_checkpoint(wildcards):
-    stage = rules.sft if ND.checkpoint == "sft" else rules.train
-    return stage.output.ckpt.format(model=wildcards.model)
-
-
 rule nondeterminism:
     input:
-        ckpt=nondeterminism_checkpoint,
+        # the SFT model by default (it answers the QA prompts), or the pretrained one
+        ckpt=lambda wildcards: (rules.sft if ND.checkpoint == "sft" else rules.train).output.ckpt.format(
+            model=wildcards.model
+        ),
         tokenizer=rules.tokenize.output.tokenizer,
         qa=rules.data.output.qa,
         data_stats=rules.data.output.stats,
@@ -41,7 +32,7 @@ rule nondeterminism:
         threads=r"\d+",
     params:
         file=PARAMS,
-        used=nondeterminism_params,
+        used=model_job_params("study", "seed", "nondeterminism", "tracking", device=True),
         data=folder_of("qa", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),
         out=folder_of("metrics"),

@@ -3,13 +3,6 @@
 # delete it before a rerun: an interrupted job resumes where it stopped.
 
 
-def train_params(wildcards):
-    """The sections a train job reads: its own model's shape, not the other models'."""
-    used = section_dict(P, "study", "seed", "train", "tracking")
-    used["model"] = section_dict(P, "models")["models"][wildcards.model]
-    return json.dumps(used, sort_keys=True)
-
-
 rule train:
     input:
         tokenizer=rules.tokenize.output.tokenizer,
@@ -30,7 +23,7 @@ rule train:
         model="|".join(P.models),
     params:
         file=PARAMS,
-        used=train_params,
+        used=model_job_params("study", "seed", "train", "tracking"),
         tokens=folder_of("tokens_stats", io="input"),
         data=folder_of("data_stats", io="input"),
         out=folder_of("metrics"),

@@ -53,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
         return 1 if report.failed else 0
     log.info("report: %d/%d figures in %.1fs -> %s, %s", drawn, len(report.figures), report.seconds,
              report.markdown, report.html)
-    _track(study, report)
+    _track(study, report, results)
     return 1 if report.failed else 0
 
 
-def _track(study, report) -> None:
+def _track(study, report, results: Path) -> None:
     """The report as an MLflow run (findings as metrics, figures and the HTML as artifacts), and
     a shared view of the experiment that lists every run (see `nextlab.report.mlflow_view`)."""
     import json
@@ -66,7 +66,9 @@ def _track(study, report) -> None:
 
     start = time.perf_counter()
     findings = json.loads(report.findings.read_text())
-    with stage_run(study, "report", "report", params={"figures": len(report.figures)}) as run:
+    stats = results / "data" / "stats.json"
+    data_hash = json.loads(stats.read_text()).get("data_hash") if stats.is_file() else None
+    with stage_run(study, "report", "report", params={"figures": len(report.figures)}, data_hash=data_hash) as run:
         run.log_metrics(findings)
         run.log_artifact(report.html)
         for r in report.figures:

@@ -52,7 +52,7 @@ def loss(tables, model: str) -> Drawn:
         drop = float(first.val_loss - last.val_loss)
         if drop > 0 and end.hi < float(first.val_loss):
             verdict = (f"Supported: training lowered held-out loss by {drop:.3f} nats/token "
-                       f"({math.exp(-drop):.2f}× the starting perplexity).")
+                       f"(perplexity {math.exp(first.val_loss):.1f} → {math.exp(last.val_loss):.2f}).")
         else:
             verdict = "Not shown at this scale: held-out loss did not fall below its starting value."
     data = curve[["step", "train_loss", "val_loss"]]
