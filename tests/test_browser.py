@@ -22,6 +22,9 @@ import pytest
 from conftest import ROOT, tool_env
 
 CHROMIUM = shutil.which("chromium")
+# CI sets NEXTLAB_REQUIRE_BROWSER=1: there a missing browser fails the run instead of skipping.
+if CHROMIUM is None and os.environ.get("NEXTLAB_REQUIRE_BROWSER") == "1":
+    raise RuntimeError("chromium is not installed and NEXTLAB_REQUIRE_BROWSER=1: run `make browser` as root")
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make browser installs it)"),
