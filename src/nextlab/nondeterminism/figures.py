@@ -97,8 +97,9 @@ def rates_vs_batch(tables: dict[str, pd.DataFrame], path: Path) -> Path:
     axes[0].set_ylabel("share")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
-                   bbox_to_anchor=(0.5, -0.08))
+        # below the axes' labels: the saved image grows to hold it (bbox_inches="tight")
+        fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), fontsize=8,
+                   bbox_to_anchor=(0.5, 0.0))
     fig.suptitle("Batch size vs the prompt decoded alone (all padding sides)")
     return _save(fig, path)
 
