@@ -67,6 +67,29 @@ def _model_from(ckpt: dict[str, Any], device: torch.device) -> GPT:
     return model.to(device).eval()
 
 
+def _start_from(study: Study, model_name: str, ckpt_path: str | Path, tokenizer_dir: str | Path,
+                stage: str) -> tuple[dict[str, Any], Any, str, QACodec, GPT, torch.device]:
+    """The checkpoint a job starts from, checked against the study and tokenizer, as a model on
+    the study's device, with the tokenizer, its hash and the QA codec."""
+    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
+    ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=stage)
+    device = resolve_device(study.train.device)
+    return ckpt, tok, tok_hash, QACodec(tok), _model_from(ckpt, device), device
+
+
+def _write_finetuned(out_dir: str | Path, model: GPT, tok_hash: str, steps: int, params: Any, seed: int,
+                     stage: str, model_name: str, curve: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
+    """`ckpt.pt`, `curve.csv`, `metrics.json` and `provenance.json` of a fine-tuning job."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "ckpt.pt", model, tokenizer_hash=tok_hash, step=steps,
+                    train_config=params.model_dump(mode="json") | {"seed": seed},
+                    extra={"stage": stage, "model": model_name})
+    _write_csv(out / "curve.csv", curve)
+    write_json(out / "metrics.json", json_safe(metrics))
+    write_json(out / "provenance.json", provenance(params, seed, tok_hash))
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
@@ -92,15 +115,10 @@ def run_sft(
     qa = read_qa(qa_path)
     train_rows = require_split(qa, "finetune", qa_path)
     held_rows = require_split(qa, "calibration", qa_path)
-    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
-    ckpt = checked_checkpoint(pretrain_ckpt, study, model_name, tok_hash, tok.get_vocab_size(), stage="pretrain")
-    device = resolve_device(study.train.device)
-
-    codec = QACodec(tok)
+    _, _, tok_hash, codec, model, _ = _start_from(study, model_name, pretrain_ckpt, tokenizer_dir, "pretrain")
     examples = sft_examples(codec, train_rows)
     # Held-out answer loss on the calibration split's seen people: what SFT does to unseen questions.
     held = sft_examples(codec, held_rows[held_rows["seen"]])
-    model = _model_from(ckpt, device)
     held_before = mean_answer_loss(model, held)
     p = study.sft
     cfg = SFTConfig(steps=p.steps, batch_size=p.batch_size, lr=p.lr, warmup_steps=p.warmup_steps,
@@ -109,13 +127,6 @@ def run_sft(
     curve = finetune(model, examples, cfg, torch.Generator().manual_seed(study.seed + 11), on_step)
     seconds = time.perf_counter() - start
     held_after = mean_answer_loss(model, held)
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "ckpt.pt", model, tokenizer_hash=tok_hash, step=p.steps,
-                    train_config=p.model_dump(mode="json") | {"seed": study.seed},
-                    extra={"stage": "sft", "model": model_name})
-    _write_csv(out / "curve.csv", curve)
     tail = curve[-min(FINAL_WINDOW, len(curve)):]
     metrics = {
         "examples": len(examples),
@@ -125,8 +136,7 @@ def run_sft(
         "heldout_answer_loss_after": held_after,
         "seconds": seconds,
     }
-    write_json(out / "metrics.json", json_safe(metrics))
-    write_json(out / "provenance.json", provenance(p, study.seed, tok_hash))
+    _write_finetuned(out_dir, model, tok_hash, p.steps, p, study.seed, "sft", model_name, curve, metrics)
     return metrics
 
 
@@ -193,11 +203,7 @@ def run_sft_confidence(
     # 1.0 and the model would learn nothing but "1.0" (seen in a trial).
     pool = require_split(qa, "rl", qa_path)
     held_rows = require_split(qa, "calibration", qa_path)
-    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
-    ckpt = checked_checkpoint(sft_ckpt, study, model_name, tok_hash, tok.get_vocab_size(), stage="sft")
-    device = resolve_device(study.train.device)
-    codec = QACodec(tok)
-    model = _model_from(ckpt, device)
+    _, tok, tok_hash, codec, model, _ = _start_from(study, model_name, sft_ckpt, tokenizer_dir, "sft")
     p, pt = study.sft, study.posttrain
 
     start = time.perf_counter()
@@ -214,13 +220,6 @@ def run_sft_confidence(
     attempted = held[held["grade"] != "abstain"]
     stated_ok = attempted["stated_confidence"].notna()
     right = (attempted["grade"] == "correct").to_numpy()
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "ckpt.pt", model, tokenizer_hash=tok_hash, step=p.confidence_steps,
-                    train_config=p.model_dump(mode="json") | {"seed": study.seed},
-                    extra={"stage": "sft_confidence", "model": model_name})
-    _write_csv(out / "curve.csv", curve)
     tail = curve[-min(FINAL_WINDOW, len(curve)):]
     metrics = {
         "examples": len(examples),
@@ -235,8 +234,8 @@ def run_sft_confidence(
         "stated_ece": ece(attempted["stated_confidence"][stated_ok].to_numpy(), right[stated_ok.to_numpy()]),
         "seconds": seconds,
     }
-    write_json(out / "metrics.json", json_safe(metrics))
-    write_json(out / "provenance.json", provenance(p, study.seed, tok_hash))
+    _write_finetuned(out_dir, model, tok_hash, p.confidence_steps, p, study.seed, "sft_confidence", model_name,
+                     curve, metrics)
     return metrics
 
 
@@ -261,15 +260,10 @@ def run_posttrain(
     p = study.posttrain
     qa_path = Path(data_dir) / "qa.parquet"
     pool, n_rl_pool = posttrain_pool(read_qa(qa_path), qa_path)
-    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
-    start_stage = start_stage_of(scheme)
-    ckpt = checked_checkpoint(start_ckpt, study, model_name, tok_hash, tok.get_vocab_size(), stage=start_stage)
-    device = resolve_device(study.train.device)
-
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # before the model is built: its initialisation draws from it
     rng = np.random.default_rng([study.seed, seed])
-    codec = QACodec(tok)
-    policy = _model_from(ckpt, device)
+    ckpt, tok, tok_hash, codec, policy, device = _start_from(study, model_name, start_ckpt, tokenizer_dir,
+                                                             start_stage_of(scheme))
     ref = copy.deepcopy(policy).requires_grad_(False)
     prompts = [codec.prompt(q) for q in pool["question"]]
     golds = pool["answer"].tolist()
