@@ -3,7 +3,7 @@
 import pytest
 
 from nextlab.data import IDK
-from nextlab.evaluate.grading import format_confidence, grade, is_abstention, normalize, split_confidence
+from nextlab.qa.grading import format_confidence, grade, is_abstention, normalize, split_confidence
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nextlab.evaluate.metrics import reliability_bins  # noqa: E402
+from nextlab.qa.metrics import reliability_bins  # noqa: E402
 from nextlab.evaluate.summary import bucket_sort_key  # noqa: E402
 from nextlab.io import atomic_path  # noqa: E402
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from nextlab.errors import NextlabError
-from nextlab.evaluate import metrics as M
+from nextlab.qa import metrics as M
 from nextlab.evaluate.bootstrap import interval, weighted_mean
 
 UNSEEN = "unseen"

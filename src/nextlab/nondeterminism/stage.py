@@ -31,7 +31,7 @@ import torch
 from nextlab.config import Study
 from nextlab.config.nondeterminism import ATTENTION_PATHS, DTYPES, TABLES
 from nextlab.errors import NextlabError
-from nextlab.evaluate.grading import grade
+from nextlab.qa.grading import grade
 from nextlab.io import atomic_path, read_json, write_json
 from nextlab.model import GPT, GPTConfig
 from nextlab.nondeterminism.env import dtype_runs, fingerprint
@@ -40,8 +40,8 @@ from nextlab.nondeterminism.metrics import job_metrics
 from nextlab.nondeterminism.prompts import Prompt, build_pool, choose_targets
 from nextlab.nondeterminism.study import Models, Runner, unique_completions
 from nextlab.nondeterminism.summary import PER_BATCH
-from nextlab.posttrain.inputs import checked_checkpoint, read_qa, tokenizer_and_hash
-from nextlab.posttrain.qa import QACodec
+from nextlab.qa.inputs import checked_checkpoint, read_qa, tokenizer_and_hash
+from nextlab.qa.codec import QACodec
 from nextlab.provenance import provenance
 from nextlab.tokenizer import EOS_ID
 from nextlab.train.device import resolve_device

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nextlab.config.posttrain import Scheme
-from nextlab.evaluate.grading import GRADES
+from nextlab.qa.grading import GRADES
 
 
 def reward(scheme: Scheme, grade: str, stated: float | None = None) -> float:

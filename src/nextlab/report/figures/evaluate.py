@@ -168,7 +168,7 @@ def reliability_table(answers, bins: int):
     confidence, the share correct and the count (attempted evaluation answers, seeds pooled)."""
     import pandas as pd
 
-    from nextlab.evaluate.metrics import reliability_bins
+    from nextlab.qa.metrics import reliability_bins
 
     rows = []
     attempted = answers[(answers["split"] == "eval") & (answers["grade"] != "abstain") & answers["confidence"].notna()]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from nextlab.evaluate.grading import split_confidence
+from nextlab.qa.grading import split_confidence
 from nextlab.tokenizer import BOS_ID, EOS_ID
 from nextlab.tokenizer.bpe import ANSWER_ID, CONFIDENCE_ID, QUESTION_ID
 
