@@ -43,11 +43,13 @@ snakemake: setup
 test: setup browser
 	$(BIN)/python -m pytest
 
-# Headless Chromium for the MLflow UI test (tests/test_browser.py skips without it).
+# Headless Chromium for the MLflow UI test (tests/test_browser.py skips without it, except in CI,
+# where .ci/run sets NEXTLAB_REQUIRE_BROWSER=1). Installs as root, or through passwordless sudo.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-		else echo "note: chromium is missing and installing it needs root: sudo apt-get install chromium"; fi; } \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+		else echo "note: chromium is missing and installing it needs root: sudo apt-get install chromium"; exit 0; fi; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "note: could not install chromium; the browser test will be skipped"
 
 ui: setup
