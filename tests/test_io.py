@@ -22,3 +22,14 @@ def test_written_file_has_the_mode_of_a_plain_write(tmp_path):
     probe.write_text("x")
     write_json(tmp_path / "atomic.json", {})
     assert (tmp_path / "atomic.json").stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
+
+
+def test_data_hash_comes_from_the_data_stats_and_a_missing_file_is_named(tmp_path):
+    from nextlab.errors import InputFileError
+    from nextlab.provenance import data_hash_of
+
+    assert data_hash_of(tmp_path, required=False) is None
+    with pytest.raises(InputFileError, match="stats.json"):
+        data_hash_of(tmp_path)
+    write_json(tmp_path / "stats.json", {"data_hash": "6fb817d961640d2f"})
+    assert data_hash_of(tmp_path) == "6fb817d961640d2f"

@@ -1,4 +1,5 @@
-"""Static checks: pyflakes' undefined names and unused imports, over the library, tests and benchmarks."""
+"""Static checks (ruff): undefined names, unused imports and import order, over the library, tests,
+benchmarks and the workflow's scripts."""
 
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ruff_finds_no_undefined_names_or_unused_imports():
+def test_ruff_finds_no_undefined_names_unused_or_unsorted_imports():
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
         pytest.fail("ruff is not installed: run `make setup` (it is pinned in requirements.lock)")

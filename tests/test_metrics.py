@@ -7,8 +7,8 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
-from nextlab.qa import metrics as M
 from nextlab.evaluate.bootstrap import interval, percentile_interval, weighted_mean
+from nextlab.qa import metrics as M
 
 
 def test_rates_hand_computed():

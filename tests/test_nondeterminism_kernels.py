@@ -11,8 +11,7 @@ import torch
 
 from nextlab.generate import generate
 from nextlab.model import GPT, GPTConfig
-from nextlab.nondeterminism import AlignedKVCache, BatchInvariantGPT
-from nextlab.nondeterminism import kernels
+from nextlab.nondeterminism import AlignedKVCache, BatchInvariantGPT, kernels
 from nextlab.nondeterminism.decode import decode_batch, pad_batch, prefill_logits
 
 VOCAB = 96

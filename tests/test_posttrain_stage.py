@@ -140,8 +140,9 @@ def test_summary_and_figures(pipeline):
 
 
 def test_mlflow_runs_named_and_tagged(pipeline):
-    from mlflow.tracking import MlflowClient
     import os
+
+    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("nextlab/pt")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nextlab import __version__
-from nextlab.io import sha256_json
+from nextlab.io import read_json, sha256_json
 
 
 @functools.cache
@@ -55,3 +55,14 @@ def provenance(params: Any, seed: int | None = None, data_hash: str | None = Non
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def data_hash_of(data_dir: str | Path, required: bool = True) -> str | None:
+    """The data stage's hash (from its `stats.json`), which every later run carries as a tag.
+
+    A missing or unreadable file is an error naming it, unless `required` is false (then None).
+    """
+    stats = Path(data_dir) / "stats.json"
+    if not required and not stats.is_file():
+        return None
+    return read_json(stats).get("data_hash")

@@ -60,14 +60,14 @@ def _one(study, args: argparse.Namespace) -> int:
     from nextlab.config.posttrain import parse_scheme
     from nextlab.errors import NextlabError
     from nextlab.evaluate.run import run_evaluate
-    from nextlab.io import read_json
+    from nextlab.provenance import data_hash_of
     from nextlab.tracking import stage_run
 
     try:
         scheme = parse_scheme(args.scheme)
     except ValueError as err:
         raise NextlabError(f"--scheme: {err}") from None
-    data_hash = read_json(args.data / "stats.json").get("data_hash")
+    data_hash = data_hash_of(args.data)
     tags = {"nextlab.model": args.model, "nextlab.scheme": scheme.name, "nextlab.seed": args.seed,
             "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t}
     with stage_run(study, "evaluate", f"evaluate/{args.model}/{scheme.name}/seed{args.seed}", tags=tags,

@@ -36,8 +36,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from nextlab.config.posttrain import parse_scheme
     from nextlab.errors import NextlabError
-    from nextlab.io import read_json
     from nextlab.posttrain.stage import run_posttrain
+    from nextlab.provenance import data_hash_of
     from nextlab.tracking import stage_run
 
     study = load(args)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         scheme = parse_scheme(args.scheme)
     except ValueError as err:
         raise NextlabError(f"--scheme: {err}") from None
-    data_hash = read_json(args.data / "stats.json").get("data_hash")
+    data_hash = data_hash_of(args.data)
     tags = {"nextlab.model": args.model, "nextlab.scheme": scheme.name, "nextlab.seed": args.seed,
             "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t}
     logged = ("reward", "answer_rate", "abstain_rate", "abstain_rate_seen", "abstain_rate_unseen",

@@ -62,12 +62,12 @@ def _track(study, report, results: Path) -> None:
     a shared view of the experiment that lists every run (see `nextlab.report.mlflow_view`)."""
     import json
 
+    from nextlab.provenance import data_hash_of
     from nextlab.tracking import stage_run
 
     start = time.perf_counter()
     findings = json.loads(report.findings.read_text())
-    stats = results / "data" / "stats.json"
-    data_hash = json.loads(stats.read_text()).get("data_hash") if stats.is_file() else None
+    data_hash = data_hash_of(results / "data", required=False)
     with stage_run(study, "report", "report", params={"figures": len(report.figures)}, data_hash=data_hash) as run:
         run.log_metrics(findings)
         run.log_artifact(report.html)
@@ -78,10 +78,9 @@ def _track(study, report, results: Path) -> None:
         try:
             from mlflow.tracking import MlflowClient
 
+            from nextlab.evaluate.summary import headline_keys
             from nextlab.report.mlflow_view import share_view
             from nextlab.tracking import ensure_experiment, tracking_uri
-
-            from nextlab.evaluate.summary import headline_keys
 
             client = MlflowClient(tracking_uri=tracking_uri())
             headline = headline_keys(study.evaluate.targets)

@@ -35,12 +35,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nextlab.io import read_json
     from nextlab.posttrain.stage import run_sft, run_sft_confidence
+    from nextlab.provenance import data_hash_of
     from nextlab.tracking import stage_run
 
     study = load(args)
-    data_hash = read_json(args.data / "stats.json").get("data_hash")
+    data_hash = data_hash_of(args.data)
     stage = "sft_confidence" if args.confidence else "sft"
     fn = run_sft_confidence if args.confidence else run_sft
     with stage_run(study, stage, f"{stage}/{args.model}", tags={"nextlab.model": args.model},

@@ -27,12 +27,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nextlab.io import read_json
+    from nextlab.provenance import data_hash_of
     from nextlab.tokenizer.stage import run_tokenize
     from nextlab.tracking import stage_run
 
     study = load(args, uses_torch=False)
-    data_hash = read_json(args.data / "stats.json").get("data_hash")
+    data_hash = data_hash_of(args.data)
     start = time.perf_counter()
     stats = run_tokenize(study, args.data / "corpus", args.out)
     seconds = time.perf_counter() - start

@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nextlab.qa.metrics import reliability_bins  # noqa: E402
 from nextlab.evaluate.summary import bucket_sort_key  # noqa: E402
 from nextlab.io import atomic_path  # noqa: E402
+from nextlab.qa.metrics import reliability_bins  # noqa: E402
 
 _BUCKET_METRIC = re.compile(r"^(k\d+|unseen)\.")
 

@@ -24,13 +24,13 @@ from nextlab.config import Study
 from nextlab.config.posttrain import parse_scheme
 from nextlab.data.world import World
 from nextlab.errors import InputFileError, NextlabError
-from nextlab.qa.answers import candidate_columns, greedy_answers
 from nextlab.evaluate.summary import bucket_of, scheme_metrics
 from nextlab.evaluate.tables import ANSWER_COLUMNS, check_buckets, expected_buckets
 from nextlab.io import atomic_path, read_json, write_json
-from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
-from nextlab.qa.codec import QACodec
 from nextlab.provenance import provenance
+from nextlab.qa.answers import candidate_columns, greedy_answers
+from nextlab.qa.codec import QACodec
+from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
 from nextlab.train.checkpoint import load_checkpoint
 from nextlab.train.device import resolve_device
 

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from nextlab.errors import NextlabError
-from nextlab.qa import metrics as M
 from nextlab.evaluate.bootstrap import interval, weighted_mean
+from nextlab.qa import metrics as M
 
 UNSEEN = "unseen"
 

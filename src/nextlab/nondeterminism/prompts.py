@@ -25,8 +25,8 @@ import pandas as pd
 
 from nextlab.data.templates import BIO_TEMPLATES
 from nextlab.errors import NextlabError
-from nextlab.qa.inputs import require_split
 from nextlab.qa.codec import QACodec
+from nextlab.qa.inputs import require_split
 from nextlab.tokenizer import BOS_ID
 
 

@@ -31,8 +31,7 @@ import torch
 from nextlab.config import Study
 from nextlab.config.nondeterminism import ATTENTION_PATHS, DTYPES, TABLES
 from nextlab.errors import NextlabError
-from nextlab.qa.grading import grade
-from nextlab.io import atomic_path, read_json, write_json
+from nextlab.io import atomic_path, write_json
 from nextlab.model import GPT, GPTConfig
 from nextlab.nondeterminism.env import dtype_runs, fingerprint
 from nextlab.nondeterminism.invariant import BatchInvariantGPT
@@ -40,9 +39,10 @@ from nextlab.nondeterminism.metrics import job_metrics
 from nextlab.nondeterminism.prompts import Prompt, build_pool, choose_targets
 from nextlab.nondeterminism.study import Models, Runner, unique_completions
 from nextlab.nondeterminism.summary import PER_BATCH
-from nextlab.qa.inputs import checked_checkpoint, read_qa, tokenizer_and_hash
+from nextlab.provenance import data_hash_of, provenance
 from nextlab.qa.codec import QACodec
-from nextlab.provenance import provenance
+from nextlab.qa.grading import grade
+from nextlab.qa.inputs import checked_checkpoint, read_qa, tokenizer_and_hash
 from nextlab.tokenizer import EOS_ID
 from nextlab.train.device import resolve_device
 
@@ -116,7 +116,7 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
     torch_dtype = check_factors(study, dtype, attention, threads, device)
     qa_path = Path(data_dir) / "qa.parquet"
     qa = read_qa(qa_path)
-    data_hash = read_json(Path(data_dir) / "stats.json").get("data_hash")
+    data_hash = data_hash_of(data_dir)
     if "name" not in qa.columns:
         raise NextlabError(f"{qa_path}: lacks the column 'name' that biography openings need")
     tok, tok_hash = tokenizer_and_hash(tokenizer_dir)

@@ -15,7 +15,7 @@ import pandas as pd
 from nextlab.config import Study
 from nextlab.config.nondeterminism import TABLES
 from nextlab.errors import NextlabError
-from nextlab.io import read_json, write_json
+from nextlab.io import read_json, require_file, write_json
 
 # Per-batch-size metrics (`..._b8`) go to MLflow as steps of one curve, not as their own keys.
 PER_BATCH = re.compile(r"_b\d+$")
@@ -23,8 +23,6 @@ PER_BATCH = re.compile(r"_b\d+$")
 
 def read_jobs(job_dirs: list[str | Path]) -> dict[str, pd.DataFrame]:
     """Concatenate the tables of several job folders; a missing table is an error naming it."""
-    from nextlab.io import require_file
-
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
     for folder in job_dirs:
         for name in TABLES:

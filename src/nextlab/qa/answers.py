@@ -32,9 +32,9 @@ import torch
 from torch.nn import functional as F
 
 from nextlab.data.world import IDK
-from nextlab.qa.grading import grade, is_abstention, normalize
 from nextlab.generate import EOS_ID, PAD_ID, generate, left_pad
 from nextlab.qa.codec import QACodec, answer_end
+from nextlab.qa.grading import grade, is_abstention, normalize
 from nextlab.tokenizer.bpe import CONFIDENCE_ID
 
 END_IDS = (EOS_ID, CONFIDENCE_ID)

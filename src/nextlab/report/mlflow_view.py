@@ -18,7 +18,6 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-
 VIEW_KEY = "nextlab"  # every run, flat
 SCHEMES_KEY = "nextlab-schemes"  # the evaluation runs, headline metrics as columns
 VIEW_PREFIX = "mlflow.sharedViewState."

@@ -27,7 +27,7 @@ from nextlab.config import Study
 from nextlab.errors import InputFileError, NextlabError
 from nextlab.io import atomic_path, read_json, require_file, sha256_file, write_json
 from nextlab.model import GPTConfig
-from nextlab.provenance import provenance
+from nextlab.provenance import data_hash_of, provenance
 from nextlab.train import device as dev
 from nextlab.train.batches import TokenData
 from nextlab.train.checkpoint import check_compatible, read_checkpoint
@@ -105,8 +105,7 @@ def load_inputs(study: Study, model_name: str, tokens_dir: Path, data_dir: Path 
         if missing:
             raise InputFileError(f"{qa_path}: lacks columns {sorted(missing)}")
         probe = {"docs": docs, "mentions": {p.person_id: p.mentions for p in world.people}, "qa": qa}
-        stats = data_dir / "stats.json"
-        data_hash = read_json(stats).get("data_hash") if stats.is_file() else None
+        data_hash = data_hash_of(data_dir, required=False)
     return TrainInputs(config, train_data, val_data, tokenizer, tokenizer_hash(tokens_dir), data_hash, probe)
 
 
