@@ -1,17 +1,22 @@
 # nextlab: one DAG from a synthetic world to the report.
 #   snakemake --profile workflow/profiles/default                        # the default study
 #   snakemake --profile workflow/profiles/default --config params=params/smoke.yaml
-# The params file is validated against nextlab.config before any job runs.
+# Before any job runs, the whole params file is validated against nextlab.config, a user corpus
+# is read and checked, and the study's memory needs are set against this machine's.
 
 import sys
 
 from nextlab.config import load_study
-from nextlab.errors import ParamsError
+from nextlab.config.resources import check_fits
+from nextlab.data.user_corpus import check_user_corpus
+from nextlab.errors import NextlabError
 
 PARAMS = config.get("params", "params/default.yaml")
 try:
     P = load_study(PARAMS)
-except ParamsError as err:
+    check_user_corpus(P.data.user_corpus)
+    check_fits(P, PARAMS)
+except NextlabError as err:
     sys.exit(f"nextlab: invalid params: {err}")
 
 
@@ -27,10 +32,12 @@ for stage in STAGES:
 
 
 onstart:
-    # Create the MLflow database, experiment and this invocation's parent run once, before any
-    # parallel job (parallel creation races: see ARCHITECTURE.md).
+    # Probe the tracking store once, then create the MLflow database, experiment and this
+    # invocation's parent run, before any parallel job (created in parallel, they race).
     info = tracking.start_invocation(P, logs_root=Path("logs"))
-    if info:
+    if "off" in info:
+        os.environ[tracking.OFF_ENV] = info["off"]
+    else:
         os.environ[tracking.PARENT_ENV] = info["parent_run_id"]
 
 

@@ -1,58 +1,105 @@
-"""MLflow tracking: every job is a run; results files stay the source of truth.
+"""MLflow tracking: every job is a run; the results files stay the source of truth.
 
-One pipeline invocation is one parent run (`start_invocation`, called once before any parallel
-job creates the database and experiment, so parallel jobs never race to create them); every
-stage job is a child run (`stage_run`). Metrics are buffered and sent with `log_batch`: one call
-per value is 20-100x slower (see ARCHITECTURE.md). A tracking failure is logged as a warning and
-never loses or fails a finished result; `relog` can send a results folder again later.
+A job describes its run once, as a `Job` (name, tags, params, and which of its files hold its
+metrics, curves and artifacts). `tracked(study, job)` wraps the stage at the edge: it opens the run,
+streams the per-step curve the stage reports, and when the stage has written its files, saves the
+description as `run.json` in the job's folder and logs those files. `relog` replays `run.json`
+files, so a results folder made while the server was down (or copied from another machine) can be
+sent later; it is idempotent, because every run carries `nextlab.record`, a digest of what it
+logged, and a record already on the server is skipped.
 
-Where runs go is runtime configuration: `MLFLOW_TRACKING_URI`, defaulting to
-`sqlite:///mlflow.db` in the working directory.
+One pipeline invocation is one parent run (`start_invocation`, called once before any parallel job
+creates the database and experiment, so parallel jobs never race to create them). A resumed
+invocation (same params, after a failure or a kill) continues its parent run; runs left RUNNING by
+a killed invocation are marked KILLED.
+
+Faults cost seconds: a tracking server that does not answer is found by one short probe
+(`unreachable`) before any job; the invocation then sets `NEXTLAB_TRACKING_OFF` and its jobs run
+untracked. MLflow's own HTTP retries are shortened, and a run whose first call fails stops trying.
+
+Where runs go is runtime configuration: `MLFLOW_TRACKING_URI`, defaulting to `sqlite:///mlflow.db`
+in the working directory. Metrics are sent with `log_batch` (one call per value is 20-100x slower).
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import logging
+import math
 import os
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nextlab.config import Study
-from nextlab.provenance import git_commit, params_hash
+from nextlab.io import write_json
+from nextlab.provenance import git_state, params_hash, running_code_hash
 
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "NEXTLAB_MLFLOW_PARENT_RUN_ID"
+OFF_ENV = "NEXTLAB_TRACKING_OFF"
 DEFAULT_URI = "sqlite:///mlflow.db"
+RECORD_FILE = "run.json"
+RECORD_FORMAT, RECORD_VERSION = "nextlab-run", 1
+RECORD_TAG = "nextlab.record"
+PROBE_SECONDS = 3.0
 _MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
+# MLflow retries a failing HTTP call 7 times with exponential back-off (minutes per call): a down
+# server would stall every job. A few quick retries are enough for a server that is up.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
-def experiment_name(study: Study) -> str:
+def experiment_name(study: Any) -> str:
     return study.tracking.experiment or f"nextlab/{study.study}"
 
 
-def invocation_file(study: Study, logs_root: Path = Path("logs")) -> Path:
+def invocation_file(study: Any, logs_root: Path = Path("logs")) -> Path:
     return logs_root / study.study / "mlflow_invocation.json"
 
 
+def unreachable(uri: str | None = None, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the tracking store at `uri` cannot be used, found in at most `timeout` seconds; None if
+    it answers. HTTP(S) servers are asked for `/health`; a sqlite file needs a writable folder."""
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                if response.status >= 400:
+                    return f"{uri} answered HTTP {response.status}"
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            return f"{uri} does not answer ({getattr(err, 'reason', err)})"
+        return None
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            return f"{uri}: folder {folder} is missing or not writable"
+    return None
+
+
 def _client():
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for key, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri())
 
 
-def ensure_experiment(study: Study) -> str:
+def ensure_experiment(client: Any, study: Any) -> str:
     """Create the study's experiment if missing; return its id. Call once, before parallel jobs."""
-    client = _client()
     name = experiment_name(study)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -62,184 +109,376 @@ def ensure_experiment(study: Study) -> str:
     return client.create_experiment(name, tags={"nextlab.study": study.study})
 
 
-def start_invocation(study: Study, logs_root: Path = Path("logs")) -> dict[str, str] | None:
-    """Create the experiment and a parent run for this pipeline invocation; record their ids."""
+def _tracking_off(study: Any) -> str | None:
     if not study.tracking.enabled:
-        return None
+        return "tracking.enabled is false"
+    return os.environ.get(OFF_ENV) or None
+
+
+# ---- one invocation of the pipeline ------------------------------------------------------------
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
     try:
-        experiment_id = ensure_experiment(study)
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_running_children(client: Any, experiment_id: str, parent_run_id: str) -> int:
+    """Mark KILLED the child runs a dead invocation left RUNNING (their jobs died with it)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return len(runs)
+
+
+def start_invocation(study: Any, logs_root: Path = Path("logs"), pid: int | None = None) -> dict[str, Any]:
+    """Open this invocation's parent run (or continue the one a failed or killed invocation with the
+    same params left), after one quick probe of the tracking store.
+
+    Returns the invocation record; `{"off": reason}` when jobs should run untracked."""
+    off = _tracking_off(study) or unreachable()
+    if off:
+        if study.tracking.enabled:
+            log.warning("MLflow tracking is off for this run: %s. Results are kept; send them later with "
+                        "`nextlab relog --results results/%s`", off, study.study)
+        return {"off": off}
+    path = invocation_file(study, logs_root)
+    previous = _read_json(path)
+    pid = pid or os.getpid()
+    try:
         client = _client()
-        run = client.create_run(
-            experiment_id,
-            run_name=f"pipeline/{study.study}/{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={
-                "nextlab.stage": "pipeline",
-                "nextlab.study": study.study,
-                "nextlab.git_commit": git_commit(),
-                "nextlab.params_hash": params_hash(study),
-            },
-        )
-        client.log_dict(run.info.run_id, study.model_dump(mode="json"), "params.json")
+        experiment_id = ensure_experiment(client, study)
+        study_hash = params_hash(study)
+        parent = None
+        if previous and previous.get("status") == "RUNNING" and not _pid_alive(previous.get("pid")):
+            # The invocation died without closing its runs (kill -9, power loss).
+            killed = _kill_running_children(client, previous["experiment_id"], previous["parent_run_id"])
+            client.set_terminated(previous["parent_run_id"], status="KILLED")
+            previous["status"] = "KILLED"
+            log.warning("the previous invocation (pid %s) died: its parent run and %d running job run(s) are "
+                        "marked KILLED", previous.get("pid"), killed)
+        resumable = (previous and previous.get("status") in ("KILLED", "FAILED")
+                     and previous.get("params_hash") == study_hash and previous.get("tracking_uri") == tracking_uri()
+                     and previous.get("experiment_id") == experiment_id)
+        if resumable:
+            parent = previous["parent_run_id"]
+            _kill_running_children(client, experiment_id, parent)
+            client.update_run(parent, status="RUNNING")
+            client.set_tag(parent, "nextlab.resumed", str(int(previous.get("resumed", 0)) + 1))
+            log.info("continuing the parent run %s of the %s invocation", parent, previous["status"].lower())
+        else:
+            commit, dirty = git_state()
+            run = client.create_run(
+                experiment_id,
+                run_name=f"pipeline/{study.study}/{time.strftime('%Y%m%d-%H%M%S')}",
+                tags={"nextlab.stage": "pipeline", "nextlab.study": study.study, "nextlab.git_commit": commit,
+                      "nextlab.git_dirty": str(dirty), "mlflow.source.git.commit": commit,
+                      "nextlab.params_hash": study_hash},
+            )
+            parent = run.info.run_id
+            client.log_dict(parent, study.model_dump(mode="json"), "params.json")
     except Exception as err:  # tracking must never stop the study
         log.warning("MLflow unavailable at %s, runs will not be tracked: %s", tracking_uri(), err)
-        return None
-    info = {"experiment_id": experiment_id, "parent_run_id": run.info.run_id, "tracking_uri": tracking_uri()}
-    path = invocation_file(study, logs_root)
+        return {"off": str(err)}
+    info = {"experiment_id": experiment_id, "parent_run_id": parent, "tracking_uri": tracking_uri(),
+            "params_hash": study_hash, "status": "RUNNING", "pid": pid,
+            "resumed": int(previous.get("resumed", 0)) + 1 if resumable else 0}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info, indent=2) + "\n")
+    write_json(path, info)
     return info
 
 
-def end_invocation(study: Study, status: str = "FINISHED", logs_root: Path = Path("logs")) -> None:
+def end_invocation(study: Any, status: str = "FINISHED", logs_root: Path = Path("logs")) -> None:
     path = invocation_file(study, logs_root)
-    if not study.tracking.enabled or not path.exists():
+    info = _read_json(path)
+    if not info or os.environ.get(OFF_ENV) or not study.tracking.enabled:
         return
     try:
-        info = json.loads(path.read_text())
         _client().set_terminated(info["parent_run_id"], status=status)
     except Exception as err:
         log.warning("could not close the pipeline's MLflow run: %s", err)
+    info["status"] = status
+    write_json(path, info)
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
-    else:
-        out[prefix] = value
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
-def flatten(mapping: Mapping[str, Any]) -> dict[str, Any]:
+# ---- one job -----------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    """What one job's MLflow run holds, all of it read back from files in `out` (`relog` too).
+
+    metrics: JSON files of numbers (flat or nested; nested keys are joined with dots);
+    curves: CSV files with a `step` column, every other numeric column a per-step metric;
+    artifacts: files, or (file, artifact folder) pairs. Paths are relative to `out`.
+    """
+
+    stage: str
+    name: str
+    out: Path
+    tags: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    data_hash: str | None = None
+    metrics: list[str] = field(default_factory=lambda: ["metrics.json"])
+    curves: list[str] = field(default_factory=list)
+    artifacts: list[Any] = field(default_factory=list)
+
+    def record(self, study: Any) -> dict[str, Any]:
+        commit, dirty = git_state()
+        tags = {
+            "nextlab.stage": self.stage,
+            "nextlab.study": study.study,
+            "nextlab.git_commit": commit,
+            "nextlab.git_dirty": str(dirty),
+            "mlflow.source.git.commit": commit,
+            "nextlab.code_hash": running_code_hash() or "",
+            "nextlab.params_hash": params_hash(self.params),
+            "nextlab.data_hash": self.data_hash or "",
+            **{k: str(v) for k, v in self.tags.items()},
+        }
+        body = {k: v for k, v in asdict(self).items() if k not in ("out", "tags")}
+        return {"format": RECORD_FORMAT, "version": RECORD_VERSION, "experiment": experiment_name(study),
+                **body, "tags": tags}
+
+
+def record_digest(folder: Path, record: dict[str, Any]) -> str:
+    """A digest of everything a run logs from `folder`: the record and its metrics and curve files."""
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
+    for name in [*record["metrics"], *record["curves"]]:
+        path = folder / name
+        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+    return digest.hexdigest()[:24]
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """`{"a": {"b": 1}}` -> `{"a.b": 1}`: MLflow params and metrics are flat."""
     out: dict[str, Any] = {}
-    _flatten("", mapping, out)
+    for key, value in mapping.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
     return out
 
 
-class _NoClient:
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class StageRun:
-    """One job's MLflow run. Every method is best-effort: failures become one warning."""
+    """One MLflow run. Every call is best-effort: the first failure is one warning, and the run
+    stops calling the server (each call to a dead server would cost its time-out again)."""
 
-    def __init__(self, client: Any, run_id: str | None):
-        # Without a client (tracking disabled or unavailable) callers still name client methods
-        # (`self._client.log_batch`) before `_safely` skips them: give them a no-op to name.
-        self._client = client if client is not None else _NoClient()
+    def __init__(self, client: Any = None, run_id: str | None = None):
+        self._client = client
         self.run_id = run_id
         self._metrics: list[Any] = []
-        self._warned = False
+        self.streamed = False
 
     @property
     def active(self) -> bool:
-        return self.run_id is not None
+        return self.run_id is not None and self._client is not None
 
-    def _safely(self, what: str, fn, *args, **kwargs) -> None:
+    def _safely(self, what: str, fn_name: str, *args: Any, **kwargs: Any) -> None:
         if not self.active:
             return
         try:
-            fn(*args, **kwargs)
+            getattr(self._client, fn_name)(*args, **kwargs)
         except Exception as err:
-            if not self._warned:
-                log.warning("MLflow %s failed (results are kept on disk): %s", what, err)
-                self._warned = True
+            log.warning("MLflow %s failed; this job's run is left as it is (results are on disk, "
+                        "`nextlab relog` sends them later): %s", what, err)
+            self._client = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        flat = flatten(params)
-        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for start in range(0, len(items), 100):
-            self._safely("log_params", self._client.log_batch, self.run_id, params=items[start : start + 100])
+            self._safely("log_params", "log_batch", self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
-        """Buffer numeric metrics (nested keys are flattened with dots); sent on `flush`."""
+        """Buffer the numeric metrics (nested keys joined with dots); sent by `flush`."""
+        if not self.active:
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         for key, value in flatten(metrics).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "item"):
-                continue
-            value = float(value)
-            if value != value or value in (float("inf"), float("-inf")):
-                continue
-            self._metrics.append(Metric(key, value, now, int(step)))
+            number = _number(value)
+            if number is not None:
+                self._metrics.append(Metric(key, number, now, int(step)))
         if len(self._metrics) >= 5 * _MAX_BATCH:
             self.flush()
+
+    def log_step(self, row: Mapping[str, Any]) -> None:
+        """A stage's per-step hook: the row's numbers at its `step`."""
+        self.streamed = True
+        self.log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
 
     def flush(self) -> None:
         pending, self._metrics = self._metrics, []
         for start in range(0, len(pending), _MAX_BATCH):
-            self._safely("log_batch", self._client.log_batch, self.run_id, metrics=pending[start : start + _MAX_BATCH])
+            self._safely("log_batch", "log_batch", self.run_id, metrics=pending[start : start + _MAX_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        for key, value in tags.items():
-            self._safely("set_tag", self._client.set_tag, self.run_id, key, str(value))
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for start in range(0, len(items), 100):
+            self._safely("set_tags", "log_batch", self.run_id, tags=items[start : start + 100])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if Path(path).exists():
-            self._safely("log_artifact", self._client.log_artifact, self.run_id, str(path), artifact_path)
+            self._safely("log_artifact", "log_artifact", self.run_id, str(path), artifact_path)
 
-    def log_dict(self, obj: Any, artifact_file: str) -> None:
-        self._safely("log_dict", self._client.log_dict, self.run_id, obj, artifact_file)
+    def end(self, status: str) -> None:
+        self.flush()
+        self._safely("set_terminated", "set_terminated", self.run_id, status)
 
 
-def _invocation(study: Study, logs_root: Path) -> dict[str, str] | None:
-    path = invocation_file(study, logs_root)
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-    return None
+def _read_curve(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def send(run: StageRun, folder: Path, record: dict[str, Any], curves: bool = True) -> None:
+    """Log a job's params, and its files as its record describes them (metrics, curves, artifacts),
+    and tag the run with the record's tags and digest."""
+    run.log_params(record["params"])
+    for name in record["metrics"]:
+        path = folder / name
+        if path.is_file():
+            run.log_metrics(json.loads(path.read_text()))
+    if curves:
+        for name in record["curves"]:
+            if (folder / name).is_file():
+                for row in _read_curve(folder / name):
+                    if _number(row.get("step")) is not None:
+                        run.log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(float(row["step"])))
+    for item in record["artifacts"]:
+        name, artifact_dir = (item, None) if isinstance(item, str) else item
+        run.log_artifact(folder / name, artifact_dir)
+    run.flush()
+    run.set_tags({**record["tags"], RECORD_TAG: record_digest(folder, record)})
+
+
+def _terminate_on_sigterm() -> None:
+    """Turn SIGTERM (what a scheduler or Snakemake sends) into an exception, so the run is closed
+    as KILLED rather than left RUNNING."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
 
 
 @contextmanager
-def stage_run(
-    study: Study,
-    stage: str,
-    run_name: str,
-    tags: Mapping[str, Any] | None = None,
-    params: Mapping[str, Any] | None = None,
-    data_hash: str | None = None,
-    logs_root: Path = Path("logs"),
-) -> Iterator[StageRun]:
-    """A child run of this invocation's parent run, named e.g. `train/small` or
-    `posttrain/small/binary/seed1`, tagged with stage, study, git commit, params and data hash.
+def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[StageRun]:
+    """Run a stage inside its MLflow run (a child of the invocation's parent run, if any).
 
-    Without a parent (a stage run by hand) the run is created in the study's experiment directly.
-    The run ends FINISHED, or FAILED when the block raises (the exception propagates).
+    On success the job's record is written to `<out>/run.json` (tracked or not) and its files are
+    logged; the run ends FINISHED, FAILED when the block raises, KILLED when it is interrupted.
     """
-    run = StageRun(None, None)
-    if study.tracking.enabled:
+    run = StageRun()
+    if not _tracking_off(study):
         try:
             client = _client()
-            invocation = _invocation(study, logs_root)
-            experiment_id = invocation["experiment_id"] if invocation else ensure_experiment(study)
-            all_tags = {
-                "nextlab.stage": stage,
-                "nextlab.study": study.study,
-                "nextlab.git_commit": git_commit(),
-                "nextlab.params_hash": params_hash(params if params is not None else study),
-                "nextlab.data_hash": data_hash or "",
-                **{k: str(v) for k, v in (tags or {}).items()},
-            }
-            parent = os.environ.get(PARENT_ENV) or (invocation or {}).get("parent_run_id")
+            invocation = _read_json(invocation_file(study, logs_root)) or {}
+            experiment_id = invocation.get("experiment_id") or ensure_experiment(client, study)
+            tags = job.record(study)["tags"]
+            parent = os.environ.get(PARENT_ENV) or invocation.get("parent_run_id")
             if parent:
-                all_tags["mlflow.parentRunId"] = parent
-            created = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-            run = StageRun(client, created.info.run_id)
+                tags["mlflow.parentRunId"] = parent
+            run = StageRun(client, client.create_run(experiment_id, run_name=job.name, tags=tags).info.run_id)
         except Exception as err:
-            log.warning("MLflow unavailable at %s, this job is not tracked: %s", tracking_uri(), err)
-    if params is not None:
-        run.log_params(params)
+            log.warning("MLflow unavailable at %s, this job is not tracked (results are kept; "
+                        "`nextlab relog` sends them later): %s", tracking_uri(), err)
+    _terminate_on_sigterm()
     try:
         yield run
-    except BaseException:
-        run.flush()
-        run._safely("set_terminated", run._client.set_terminated, run.run_id, "FAILED")
+    except KeyboardInterrupt:
+        run.end("KILLED")
         raise
-    run.flush()
-    run._safely("set_terminated", run._client.set_terminated, run.run_id, "FINISHED")
+    except BaseException:
+        run.end("FAILED")
+        raise
+    record = job.record(study)  # now, with what the stage found out (e.g. the data hash it made)
+    write_json(job.out / RECORD_FILE, record)
+    send(run, job.out, record, curves=not run.streamed)
+    run.end("FINISHED")
+
+
+# ---- sending a results folder again ---------------------------------------------------------------
+
+def find_records(results: Path) -> list[Path]:
+    """Every job folder under `results` that holds a run record, in a stable order."""
+    return sorted(path.parent for path in Path(results).rglob(RECORD_FILE))
+
+
+def relog(results: Path, dry_run: bool = False) -> dict[str, int]:
+    """Send every job of a results folder that the tracking server lacks; skip the ones it has.
+
+    A job counts as present when a FINISHED run in its experiment carries its record digest, so
+    relogging twice sends nothing the second time. Returns counts of `sent` and `present` runs."""
+    from nextlab.errors import InputFileError, NextlabError
+
+    folders = find_records(results)
+    if not folders:
+        raise InputFileError(f"{results}: no job records ({RECORD_FILE}) found; run the study first")
+    off = unreachable()
+    if off:
+        raise NextlabError(f"cannot relog: {off}")
+    client = _client()
+    counts = {"sent": 0, "present": 0}
+    parents: dict[str, str] = {}
+    for folder in folders:
+        record = _read_json(folder / RECORD_FILE)
+        if not record or record.get("format") != RECORD_FORMAT:
+            raise InputFileError(f"{folder / RECORD_FILE}: not a nextlab run record")
+        digest = record_digest(folder, record)
+        experiment = client.get_experiment_by_name(record["experiment"])
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(record["experiment"])
+        found = client.search_runs([experiment_id], filter_string=f"tags.`{RECORD_TAG}` = '{digest}' "
+                                   "and attributes.status = 'FINISHED'", max_results=1)
+        if found:
+            counts["present"] += 1
+            continue
+        counts["sent"] += 1
+        if dry_run:
+            continue
+        if experiment_id not in parents:
+            parents[experiment_id] = client.create_run(
+                experiment_id, run_name=f"relog/{time.strftime('%Y%m%d-%H%M%S')}",
+                tags={"nextlab.stage": "relog", "nextlab.results": str(results)}).info.run_id
+        tags = {**record["tags"], "mlflow.parentRunId": parents[experiment_id], "nextlab.relogged": "true"}
+        run = StageRun(client, client.create_run(experiment_id, run_name=record["name"], tags=tags).info.run_id)
+        send(run, folder, record)
+        run.end("FINISHED")
+    for parent in parents.values():
+        client.set_terminated(parent, "FINISHED")
+    return counts

@@ -1,22 +1,65 @@
 # Shared helpers. `P` is the validated Study (see the Snakefile); every path is under the study.
+#
+# Every rule passes its job two params, and Snakemake reruns the job when either changes:
+#   job=   the params sections the stage reads, as JSON (`nextlab <stage> --job ...`): the job's
+#          only source of params, so a result follows exactly the params it was made from, and an
+#          unrelated edit (or renaming the params file) reruns nothing;
+#   code=  a hash of the source of the `nextlab` modules the stage runs (computed from its
+#          imports) and of requirements.lock: editing a module reruns the jobs whose stage uses it.
+# Outputs are `kept()`: Snakemake keeps the previous files while the job runs and puts them back
+# if it fails, so a failing job never costs a finished result.
 
+import hashlib
 import json
 import os
+import sys
 
 from nextlab import tracking
-from nextlab.config import section_dict
+from nextlab.config import job_sections
+from nextlab.provenance import code_hash
 
 RESULTS = f"results/{P.study}"
 LOGS = f"logs/{P.study}"
 ALL = []  # each stage's file extends it with its final targets
+# The stages that need the synthetic world (its people, facts and questions).
+WORLD_STAGES = ["posttrain", "evaluate", "nondeterminism"]
 STAGES = [
     stage
     for stage in ["data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "report"]
     if os.path.exists(os.path.join(workflow.basedir, "workflow", "rules", f"{stage}.smk"))
+    and (P.data.synthetic or stage not in WORLD_STAGES)
 ]
-
+if not P.data.synthetic:
+    print(
+        f"nextlab: data.user_corpus.mode is 'replace' (no synthetic world): the stages "
+        f"{', '.join(WORLD_STAGES)} are left out; the study trains on the user corpus and reports its loss",
+        file=sys.stderr,
+    )
 
 CONDA_ENV = "../envs/nextlab.yaml"
+LOCK_HASH = hashlib.sha256(open(os.path.join(workflow.basedir, "requirements.lock"), "rb").read()).hexdigest()[:16]
+
+
+def code(stage):
+    """The code fingerprint of a job of `nextlab <stage>`."""
+    return f"{code_hash(stage)}-{LOCK_HASH}"
+
+
+def job(*sections, per_model=False, withhold=None):
+    """The `--job` JSON: these params sections (and, `per_model`, only the {model} wildcard's shape).
+    `withhold`: keys that name jobs rather than shape one (the schemes and seeds to run)."""
+
+    def text(models=None):
+        return json.dumps(job_sections(P, *sections, models=models, withhold=withhold), sort_keys=True)
+
+    if per_model:
+        return lambda wildcards: text([wildcards.model])
+    return text()
+
+
+def kept(path):
+    """An output left in place while its job runs, and restored if the job fails."""
+    return update(path)
 
 
 def folder_of(key, io="output"):
@@ -24,22 +67,3 @@ def folder_of(key, io="output"):
     if io == "output":
         return lambda wildcards, output: os.path.dirname(output[key])
     return lambda wildcards, input: os.path.dirname(input[key])
-
-
-def rule_params(*keys):
-    """The params sections one job reads; editing any other section reruns nothing."""
-    return json.dumps(section_dict(P, *keys), sort_keys=True)
-
-
-def model_job_params(*keys, device=False):
-    """Like rule_params, for a job of one {model}: its own shape, not the other models' (and the
-    device it runs on, where that changes its numbers)."""
-
-    def used(wildcards):
-        params = section_dict(P, *keys)
-        params["model"] = section_dict(P, "models")["models"][wildcards.model]
-        if device:
-            params["device"] = P.train.device
-        return json.dumps(params, sort_keys=True)
-
-    return used

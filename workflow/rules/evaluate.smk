@@ -1,6 +1,6 @@
 # Evaluation: one job per model x scheme x seed (`none`, the SFT model, once as seed 0), then one
 # summary per model over every scheme and seed (intervals across seeds, the figures).
-# Its helpers (EVAL_RUNS, evaluate_params, ...) are in posttrain_helpers.smk.
+# Its helpers (EVAL_RUNS, EVALUATE_JOB, ...) are in posttrain_helpers.smk.
 
 rule evaluate:
     input:
@@ -10,15 +10,15 @@ rule evaluate:
         world=rules.data.output.world,
         data_stats=rules.data.output.stats,
     output:
-        answers=f"{RESULTS}/evaluate/{{model}}/{{scheme}}/seed{{seed}}/answers.parquet",
-        metrics=f"{RESULTS}/evaluate/{{model}}/{{scheme}}/seed{{seed}}/metrics.json",
+        answers=kept(f"{RESULTS}/evaluate/{{model}}/{{scheme}}/seed{{seed}}/answers.parquet"),
+        metrics=kept(f"{RESULTS}/evaluate/{{model}}/{{scheme}}/seed{{seed}}/metrics.json"),
     wildcard_constraints:
         model="|".join(P.models),
         scheme="|".join(re.escape(s) for s in SCHEMES),
         seed=r"\d+",
     params:
-        file=PARAMS,
-        used=evaluate_params,
+        job=EVALUATE_JOB,
+        code=code("evaluate"),
         data=folder_of("data_stats", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),
         out=folder_of("metrics"),
@@ -30,9 +30,9 @@ rule evaluate:
     conda:
         CONDA_ENV
     shell:
-        "nextlab evaluate --params {params.file} --threads {threads} --model {wildcards.model} "
-        "--scheme {wildcards.scheme} --seed {wildcards.seed} --ckpt {input.ckpt} --data {params.data} "
-        "--tokenizer {params.tokenizer} --out {params.out} > {log} 2>&1"
+        "nextlab evaluate --job {params.job:q} --threads {threads} --model {wildcards.model} "
+        "--scheme {wildcards.scheme} --seed {wildcards.seed} --ckpt {input.ckpt:q} --data {params.data:q} "
+        "--tokenizer {params.tokenizer:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule evaluate_summary:
@@ -40,15 +40,15 @@ rule evaluate_summary:
         answers=model_answers,
         data_stats=rules.data.output.stats,
     output:
-        metrics=f"{RESULTS}/evaluate/{{model}}/summary/metrics.json",
-        summary=f"{RESULTS}/evaluate/{{model}}/summary/summary.parquet",
-        answers=f"{RESULTS}/evaluate/{{model}}/summary/answers.parquet",
-        figures=[f"{RESULTS}/evaluate/{{model}}/summary/figures/{name}.png" for name in SUMMARY_FIGURES],
+        metrics=kept(f"{RESULTS}/evaluate/{{model}}/summary/metrics.json"),
+        summary=kept(f"{RESULTS}/evaluate/{{model}}/summary/summary.parquet"),
+        answers=kept(f"{RESULTS}/evaluate/{{model}}/summary/answers.parquet"),
+        figures=[kept(f"{RESULTS}/evaluate/{{model}}/summary/figures/{name}.png") for name in SUMMARY_FIGURES],
     wildcard_constraints:
         model="|".join(P.models),
     params:
-        file=PARAMS,
-        used=evaluate_params,
+        job=EVALUATE_JOB,
+        code=code("evaluate"),
         data=folder_of("data_stats", io="input"),
         out=folder_of("metrics"),
     log:
@@ -59,8 +59,8 @@ rule evaluate_summary:
     conda:
         CONDA_ENV
     shell:
-        "nextlab evaluate --params {params.file} --threads {threads} --summary --answers {input.answers} "
-        "--data {params.data} --out {params.out} > {log} 2>&1"
+        "nextlab evaluate --job {params.job:q} --threads {threads} --summary --answers {input.answers:q} "
+        "--data {params.data:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 ALL.extend(expand(rules.evaluate_summary.output.metrics, model=list(P.models)))

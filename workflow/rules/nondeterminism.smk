@@ -2,10 +2,13 @@
 # (each sweeps batch sizes, padding sides and the KV cache itself), then one summary per model
 # (figures and a flat metrics.json over its jobs).
 
+import shlex
+
 from nextlab.config.nondeterminism import FIGURES as ND_FIGURES, TABLES as ND_TABLES
 
 ND = P.nondeterminism
 ND_JOBS = [(d, a, t) for d in ND.dtypes for a in ND.attention for t in ND.threads]
+ND_JOB_DIR = f"{RESULTS}/nondeterminism/{{model}}/{{dtype}}/{{attention}}/threads{{threads}}"
 
 
 rule nondeterminism:
@@ -18,21 +21,18 @@ rule nondeterminism:
         qa=rules.data.output.qa,
         data_stats=rules.data.output.stats,
     output:
-        metrics=f"{RESULTS}/nondeterminism/{{model}}/{{dtype}}/{{attention}}/threads{{threads}}/metrics.json",
-        tables=[
-            f"{RESULTS}/nondeterminism/{{model}}/{{dtype}}/{{attention}}/threads{{threads}}/{name}.parquet"
-            for name in ND_TABLES
-        ],
-        env=f"{RESULTS}/nondeterminism/{{model}}/{{dtype}}/{{attention}}/threads{{threads}}/env.json",
-        provenance=f"{RESULTS}/nondeterminism/{{model}}/{{dtype}}/{{attention}}/threads{{threads}}/provenance.json",
+        metrics=kept(f"{ND_JOB_DIR}/metrics.json"),
+        tables=[kept(f"{ND_JOB_DIR}/{name}.parquet") for name in ND_TABLES],
+        env=kept(f"{ND_JOB_DIR}/env.json"),
+        provenance=kept(f"{ND_JOB_DIR}/provenance.json"),
     wildcard_constraints:
         model="|".join(P.models),
         dtype="|".join(ND.dtypes),
         attention="|".join(ND.attention),
         threads=r"\d+",
     params:
-        file=PARAMS,
-        used=model_job_params("study", "seed", "nondeterminism", "tracking", device=True),
+        job=job("study", "seed", "nondeterminism", "train", "tracking", per_model=True),
+        code=code("nondeterminism"),
         data=folder_of("qa", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),
         out=folder_of("metrics"),
@@ -46,9 +46,9 @@ rule nondeterminism:
     conda:
         CONDA_ENV
     shell:
-        "nextlab nondeterminism --params {params.file} --threads {wildcards.threads} --model {wildcards.model} "
-        "--dtype {wildcards.dtype} --attention {wildcards.attention} --ckpt {input.ckpt} "
-        "--data {params.data} --tokenizer {params.tokenizer} --out {params.out} > {log} 2>&1"
+        "nextlab nondeterminism --job {params.job:q} --threads {wildcards.threads} --model {wildcards.model} "
+        "--dtype {wildcards.dtype} --attention {wildcards.attention} --ckpt {input.ckpt:q} "
+        "--data {params.data:q} --tokenizer {params.tokenizer:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule nondeterminism_summary:
@@ -63,17 +63,14 @@ rule nondeterminism_summary:
             for name in [f"{table}.parquet" for table in ND_TABLES] + ["env.json", "provenance.json"]
         ],
     output:
-        metrics=f"{RESULTS}/nondeterminism/{{model}}/summary/metrics.json",
-        figures=[
-            f"{RESULTS}/nondeterminism/{{model}}/summary/figures/{name}.png"
-            for name in ND_FIGURES
-        ],
+        metrics=kept(f"{RESULTS}/nondeterminism/{{model}}/summary/metrics.json"),
+        figures=[kept(f"{RESULTS}/nondeterminism/{{model}}/summary/figures/{name}.png") for name in ND_FIGURES],
     wildcard_constraints:
         model="|".join(P.models),
     params:
-        file=PARAMS,
-        used=rule_params("study", "nondeterminism", "tracking"),
-        jobs=lambda wildcards, input: " ".join(os.path.dirname(m) for m in input.metrics),
+        job=job("study", "seed", "nondeterminism", "tracking", per_model=True),
+        code=code("nondeterminism"),
+        jobs=lambda wildcards, input: " ".join(shlex.quote(os.path.dirname(m)) for m in input.metrics),
         out=folder_of("metrics"),
     log:
         f"{LOGS}/nondeterminism/{{model}}/summary.log",
@@ -83,8 +80,8 @@ rule nondeterminism_summary:
     conda:
         CONDA_ENV
     shell:
-        "nextlab nondeterminism --params {params.file} --threads {threads} --model {wildcards.model} --summary "
-        "--jobs {params.jobs} --out {params.out} > {log} 2>&1"
+        "nextlab nondeterminism --job {params.job:q} --threads {threads} --model {wildcards.model} --summary "
+        "--jobs {params.jobs} --out {params.out:q} > {log:q} 2>&1"
 
 
 ALL.extend(expand(rules.nondeterminism_summary.output.metrics, model=list(P.models)))

@@ -13,14 +13,14 @@ rule sft:
         qa=rules.data.output.qa,
         data_stats=rules.data.output.stats,
     output:
-        ckpt=f"{RESULTS}/models/{{model}}/sft/ckpt.pt",
-        metrics=f"{RESULTS}/models/{{model}}/sft/metrics.json",
-        curve=f"{RESULTS}/models/{{model}}/sft/curve.csv",
+        ckpt=kept(f"{RESULTS}/models/{{model}}/sft/ckpt.pt"),
+        metrics=kept(f"{RESULTS}/models/{{model}}/sft/metrics.json"),
+        curve=kept(f"{RESULTS}/models/{{model}}/sft/curve.csv"),
     wildcard_constraints:
         model="|".join(P.models),
     params:
-        file=PARAMS,
-        used=sft_params,
+        job=SFT_JOB,
+        code=code("sft"),
         data=folder_of("data_stats", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),
         out=folder_of("metrics"),
@@ -33,9 +33,9 @@ rule sft:
     conda:
         CONDA_ENV
     shell:
-        "nextlab sft --params {params.file} --threads {threads} --model {wildcards.model} "
-        "--init {input.ckpt} --data {params.data} --tokenizer {params.tokenizer} "
-        "--out {params.out} > {log} 2>&1"
+        "nextlab sft --job {params.job:q} --threads {threads} --model {wildcards.model} "
+        "--init {input.ckpt:q} --data {params.data:q} --tokenizer {params.tokenizer:q} "
+        "--out {params.out:q} > {log:q} 2>&1"
 
 
 # The calibrated scheme's start: the SFT model taught to state a confidence (built only when a
@@ -47,14 +47,14 @@ rule sft_confidence:
         qa=rules.data.output.qa,
         data_stats=rules.data.output.stats,
     output:
-        ckpt=f"{RESULTS}/models/{{model}}/sft_confidence/ckpt.pt",
-        metrics=f"{RESULTS}/models/{{model}}/sft_confidence/metrics.json",
-        curve=f"{RESULTS}/models/{{model}}/sft_confidence/curve.csv",
+        ckpt=kept(f"{RESULTS}/models/{{model}}/sft_confidence/ckpt.pt"),
+        metrics=kept(f"{RESULTS}/models/{{model}}/sft_confidence/metrics.json"),
+        curve=kept(f"{RESULTS}/models/{{model}}/sft_confidence/curve.csv"),
     wildcard_constraints:
         model="|".join(P.models),
     params:
-        file=PARAMS,
-        used=posttrain_params,
+        job=POSTTRAIN_JOB,
+        code=code("sft"),
         data=folder_of("data_stats", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),
         out=folder_of("metrics"),
@@ -66,9 +66,9 @@ rule sft_confidence:
     conda:
         CONDA_ENV
     shell:
-        "nextlab sft --confidence --params {params.file} --threads {threads} --model {wildcards.model} "
-        "--init {input.ckpt} --data {params.data} --tokenizer {params.tokenizer} "
-        "--out {params.out} > {log} 2>&1"
+        "nextlab sft --confidence --job {params.job:q} --threads {threads} --model {wildcards.model} "
+        "--init {input.ckpt:q} --data {params.data:q} --tokenizer {params.tokenizer:q} "
+        "--out {params.out:q} > {log:q} 2>&1"
 
 
 rule posttrain:
@@ -78,16 +78,16 @@ rule posttrain:
         qa=rules.data.output.qa,
         data_stats=rules.data.output.stats,
     output:
-        ckpt=f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/ckpt.pt",
-        metrics=f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/metrics.json",
-        steps=f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/steps.csv",
+        ckpt=kept(f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/ckpt.pt"),
+        metrics=kept(f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/metrics.json"),
+        steps=kept(f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/steps.csv"),
     wildcard_constraints:
         model="|".join(P.models),
         scheme="|".join(re.escape(s) for s in TRAINED_SCHEMES) or "(?!)",
         seed=r"\d+",
     params:
-        file=PARAMS,
-        used=posttrain_params,
+        job=POSTTRAIN_JOB,
+        code=code("posttrain"),
         data=folder_of("data_stats", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),
         out=folder_of("metrics"),
@@ -95,14 +95,14 @@ rule posttrain:
         f"{LOGS}/posttrain/{{model}}/{{scheme}}/seed{{seed}}.log",
     benchmark:
         f"{LOGS}/benchmarks/posttrain_{{model}}_{{scheme}}_seed{{seed}}.tsv"
-    # Many small jobs side by side: one thread each (ARCHITECTURE.md, oversubscription).
+    # Many small jobs side by side: one thread each (two threads per job would oversubscribe the cores).
     threads: 1
     conda:
         CONDA_ENV
     shell:
-        "nextlab posttrain --params {params.file} --threads {threads} --model {wildcards.model} "
-        "--scheme {wildcards.scheme} --seed {wildcards.seed} --init {input.init} --data {params.data} "
-        "--tokenizer {params.tokenizer} --out {params.out} > {log} 2>&1"
+        "nextlab posttrain --job {params.job:q} --threads {threads} --model {wildcards.model} "
+        "--scheme {wildcards.scheme} --seed {wildcards.seed} --init {input.init:q} --data {params.data:q} "
+        "--tokenizer {params.tokenizer:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 ALL.extend(expand(rules.sft.output.metrics, model=list(P.models)))

@@ -5,6 +5,7 @@
 # by model, scheme and seed (`all` where a figure compares them), with the caption (claim,
 # findings, intervals) the job writes beside it.
 
+from nextlab.config import Study
 from nextlab.report.registry import needed_paths, plan
 
 REPORTS = f"reports/{P.study}"
@@ -26,7 +27,7 @@ rule report:
     output:
         figures=[
             report(
-                f"{REPORTS}/figures/{i.filename}",
+                kept(f"{REPORTS}/figures/{i.filename}"),
                 # relative to this file; the report job writes the caption beside the figure
                 caption=f"../../{REPORTS}/figures/{i.stem}.rst",
                 category=i.figure.stage,
@@ -38,20 +39,21 @@ rule report:
             )
             for i in REPORT_FIGURES
         ],
-        captions=[f"{REPORTS}/figures/{i.stem}.rst" for i in REPORT_FIGURES],
-        markdown=f"{REPORTS}/report.md",
+        captions=[kept(f"{REPORTS}/figures/{i.stem}.rst") for i in REPORT_FIGURES],
+        markdown=kept(f"{REPORTS}/report.md"),
         html=report(
-            f"{REPORTS}/report.html",
+            kept(f"{REPORTS}/report.html"),
             caption="../report/report.rst",
             category="report",
             labels={"figure": "the report", "model": "all", "scheme": "all", "seed": "all"},
         ),
-        findings=f"{RESULTS}/report/findings.json",
-        plots=directory(f"{RESULTS}/report/plots"),
+        # The figures' tables go to results/<study>/report/plots/ (one folder per figure) beside it:
+        # rewritten by every report job, not declared, so Snakemake never deletes them first.
+        findings=kept(f"{RESULTS}/report/findings.json"),
     params:
-        file=PARAMS,
-        # the figures read evaluate.targets and .bins; models, schemes and seeds arrive as inputs
-        used=rule_params("study", "evaluate", "tracking"),
+        # Every section: the report states the whole study's params hash (and takes seconds).
+        job=job(*Study.model_fields),
+        code=code("report"),
         stages=",".join(REPORT_STAGES),
         results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.data_stats)),
         out=folder_of("markdown"),
@@ -64,8 +66,8 @@ rule report:
     conda:
         CONDA_ENV
     shell:
-        "nextlab report --params {params.file} --threads {threads} --results {params.results} "
-        "--out {params.out} --data-out {params.data_out} --stages {params.stages} > {log} 2>&1"
+        "nextlab report --job {params.job:q} --threads {threads} --results {params.results:q} "
+        "--out {params.out:q} --data-out {params.data_out:q} --stages {params.stages} > {log:q} 2>&1"
 
 
 ALL.extend([rules.report.output.html, rules.report.output.findings])

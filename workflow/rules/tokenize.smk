@@ -4,13 +4,13 @@ rule tokenize:
         val=rules.data.output.val,
         stats=rules.data.output.stats,
     output:
-        tokenizer=f"{RESULTS}/tokenizer/tokenizer.json",
-        train=f"{RESULTS}/tokenizer/train.npy",
-        val=f"{RESULTS}/tokenizer/val.npy",
-        stats=f"{RESULTS}/tokenizer/stats.json",
+        tokenizer=kept(f"{RESULTS}/tokenizer/tokenizer.json"),
+        train=kept(f"{RESULTS}/tokenizer/train.npy"),
+        val=kept(f"{RESULTS}/tokenizer/val.npy"),
+        stats=kept(f"{RESULTS}/tokenizer/stats.json"),
     params:
-        file=PARAMS,
-        used=rule_params("study", "seed", "tokenizer", "tracking"),
+        job=job("study", "seed", "tokenizer", "tracking"),
+        code=code("tokenize"),
         data=folder_of("stats", io="input"),
         out=folder_of("stats"),
     log:
@@ -21,8 +21,8 @@ rule tokenize:
     conda:
         CONDA_ENV
     shell:
-        "nextlab tokenize --params {params.file} --threads {threads} --data {params.data} "
-        "--out {params.out} > {log} 2>&1"
+        "nextlab tokenize --job {params.job:q} --threads {threads} --data {params.data:q} "
+        "--out {params.out:q} > {log:q} 2>&1"
 
 
 ALL.append(rules.tokenize.output.stats)

@@ -1,6 +1,14 @@
 # Pretraining: one job per model shape in params `models:` (the {model} wildcard).
 # The job checkpoints to pretrain/last.pt, which is not a declared output, so Snakemake does not
-# delete it before a rerun: an interrupted job resumes where it stopped.
+# delete it before a rerun: an interrupted job resumes where it stopped. With a synthetic world
+# it also probes the facts the model learned (facts.csv); a replacing user corpus has none.
+
+import shlex
+
+TRAIN_OUT = f"{RESULTS}/models/{{model}}/pretrain"
+TRAIN_FILES = {"ckpt": "ckpt.pt", "metrics": "metrics.json", "curve": "curve.csv", "loss": "loss.png"}
+if P.data.synthetic:
+    TRAIN_FILES["facts"] = "facts.csv"
 
 
 rule train:
@@ -14,18 +22,16 @@ rule train:
         qa=rules.data.output.qa,
         data_stats=rules.data.output.stats,
     output:
-        ckpt=f"{RESULTS}/models/{{model}}/pretrain/ckpt.pt",
-        metrics=f"{RESULTS}/models/{{model}}/pretrain/metrics.json",
-        curve=f"{RESULTS}/models/{{model}}/pretrain/curve.csv",
-        loss=f"{RESULTS}/models/{{model}}/pretrain/loss.png",
-        facts=f"{RESULTS}/models/{{model}}/pretrain/facts.csv",
+        **{key: kept(f"{TRAIN_OUT}/{name}") for key, name in TRAIN_FILES.items()},
     wildcard_constraints:
         model="|".join(P.models),
     params:
-        file=PARAMS,
-        used=model_job_params("study", "seed", "train", "tracking"),
+        job=job("study", "seed", "train", "tracking", per_model=True),
+        code=code("train"),
         tokens=folder_of("tokens_stats", io="input"),
-        data=folder_of("data_stats", io="input"),
+        probes=lambda wildcards, input: f"--data {shlex.quote(os.path.dirname(input.data_stats))}"
+        if P.data.synthetic
+        else "",
         out=folder_of("metrics"),
     log:
         f"{LOGS}/train/{{model}}.log",
@@ -36,8 +42,8 @@ rule train:
     conda:
         CONDA_ENV
     shell:
-        "nextlab train --params {params.file} --threads {threads} --model {wildcards.model} "
-        "--tokens {params.tokens} --data {params.data} --out {params.out} > {log} 2>&1"
+        "nextlab train --job {params.job:q} --threads {threads} --model {wildcards.model} "
+        "--tokens {params.tokens:q} {params.probes} --out {params.out:q} > {log:q} 2>&1"
 
 
 ALL.extend(expand(rules.train.output.metrics, model=list(P.models)))

@@ -17,7 +17,7 @@ from nextlab import __version__
 from nextlab.errors import NextlabError
 
 # Order is the order of the data flow; `nextlab --help` lists them so.
-STAGE_MODULES = ["data", "tokenize", "train", "sft", "posttrain", "evaluate", "nondeterminism", "report", "sample", "tracking"]
+STAGE_MODULES = ["data", "tokenize", "train", "sft", "posttrain", "evaluate", "nondeterminism", "report", "sample", "tracking", "relog"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from nextlab.provenance import set_entry_stage
+
+    set_entry_stage(args.command)
     try:
         return int(args._run(args) or 0)
     except NextlabError as err:

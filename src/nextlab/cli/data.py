@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import time
 from pathlib import Path
 
 from nextlab.cli.common import add_common, load
@@ -27,16 +25,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from nextlab.data.stage import run_data
-    from nextlab.tracking import stage_run
+    from nextlab.tracking import Job, tracked
 
     study = load(args, uses_torch=False)
-    start = time.perf_counter()
-    stats = run_data(study, args.out)
-    stats_time = time.perf_counter() - start
-    log.info("data: %s", json.dumps(stats))
-    with stage_run(study, "data", "data", params={"data": study.data.model_dump(mode="json"), "seed": study.seed},
-                   data_hash=stats["data_hash"]) as run:
-        run.log_metrics({**stats, "seconds": stats_time})
-        for name in ("stats.json", "provenance.json"):
-            run.log_artifact(args.out / name)
+    job = Job("data", "data", args.out, params={"data": study.data.model_dump(mode="json"), "seed": study.seed},
+              metrics=["stats.json"], artifacts=["stats.json", "provenance.json"])
+    with tracked(study, job):
+        stats = run_data(study, args.out)
+        job.data_hash = stats["data_hash"]
+    log.info("data: %d people, %d never-seen names, %d training documents, singleton rate %.3f, data hash %s",
+             stats["people"], stats["unseen_names"], stats["train_documents"], stats["singleton_rate"],
+             stats["data_hash"])
     return 0

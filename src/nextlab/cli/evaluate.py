@@ -61,22 +61,21 @@ def _one(study, args: argparse.Namespace) -> int:
     from nextlab.errors import NextlabError
     from nextlab.evaluate.run import run_evaluate
     from nextlab.provenance import data_hash_of
-    from nextlab.tracking import stage_run
+    from nextlab.tracking import Job, tracked
 
     try:
         scheme = parse_scheme(args.scheme)
     except ValueError as err:
         raise NextlabError(f"--scheme: {err}") from None
-    data_hash = data_hash_of(args.data)
-    tags = {"nextlab.model": args.model, "nextlab.scheme": scheme.name, "nextlab.seed": args.seed,
-            "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t}
-    with stage_run(study, "evaluate", f"evaluate/{args.model}/{scheme.name}/seed{args.seed}", tags=tags,
-                   params={"evaluate": study.evaluate.model_dump(mode="json"), "model": args.model,
-                           "scheme": scheme.name, "seed": args.seed}, data_hash=data_hash) as run:
-        metrics = run_evaluate(study, args.model, scheme.name, args.seed, args.ckpt, args.data, args.tokenizer, args.out)
-        run.log_metrics(metrics)
-        for name in ("metrics.json", "answers.parquet"):
-            run.log_artifact(args.out / name)
+    job = Job("evaluate", f"evaluate/{args.model}/{scheme.name}/seed{args.seed}", args.out,
+              tags={"nextlab.model": args.model, "nextlab.scheme": scheme.name, "nextlab.seed": args.seed,
+                    "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t},
+              params={"evaluate": study.evaluate.model_dump(mode="json"), "model": args.model,
+                      "scheme": scheme.name, "seed": args.seed},
+              data_hash=data_hash_of(args.data), metrics=["metrics.json", "timing.json"],
+              artifacts=["metrics.json", "answers.parquet"])
+    with tracked(study, job):
+        run_evaluate(study, args.model, scheme.name, args.seed, args.ckpt, args.data, args.tokenizer, args.out)
     return 0
 
 
@@ -86,29 +85,28 @@ def _summary(study, args: argparse.Namespace) -> int:
     from nextlab.evaluate.figures import draw_all
     from nextlab.evaluate.tables import read_answers, summarize
     from nextlab.io import atomic_path, read_json, write_json
-    from nextlab.tracking import stage_run
+    from nextlab.tracking import Job, tracked
 
-    start = time.perf_counter()
     stats = read_json(args.data / "stats.json")
-    answers = read_answers(args.answers)
-    flat, table = summarize(study, answers, stats.get("singleton_rate"))
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "answers.parquet") as tmp:
-        answers.to_parquet(tmp, index=False)
-    with atomic_path(out / "summary.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
-    figures = draw_all(answers, table, out / "figures", study.evaluate.targets, study.evaluate.bins)
-    flat["seconds"] = time.perf_counter() - start
-    write_json(out / "metrics.json", flat)
+    start = time.perf_counter()
+    answers = read_answers(args.answers)
     models = sorted(answers["model"].unique())
-    with stage_run(study, "evaluate", f"evaluate/{'+'.join(models)}/summary",
-                   tags={"nextlab.model": "+".join(models), "nextlab.scheme": "all"},
-                   params={"evaluate": study.evaluate.model_dump(mode="json")},
-                   data_hash=stats.get("data_hash")) as run:
-        run.log_metrics({k.replace("/", "."): v for k, v in flat.items() if v is not None})
-        for path in [out / "metrics.json", out / "summary.parquet", *figures]:
-            run.log_artifact(path)
+    job = Job("evaluate", f"evaluate/{'+'.join(models)}/summary", out,
+              tags={"nextlab.model": "+".join(models), "nextlab.scheme": "all"},
+              params={"evaluate": study.evaluate.model_dump(mode="json")}, data_hash=stats.get("data_hash"),
+              metrics=["metrics.json", "timing.json"], artifacts=["metrics.json", "summary.parquet"])
+    with tracked(study, job):
+        flat, table = summarize(study, answers, stats.get("singleton_rate"))
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "answers.parquet") as tmp:
+            answers.to_parquet(tmp, index=False)
+        with atomic_path(out / "summary.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+        figures = draw_all(answers, table, out / "figures", study.evaluate.targets, study.evaluate.bins)
+        write_json(out / "metrics.json", flat)
+        write_json(out / "timing.json", {"seconds": time.perf_counter() - start})
+        job.artifacts += [[str(path.relative_to(out)), "figures"] for path in figures]
     log.info("evaluate summary of %d answers (%s): %s", len(answers), ", ".join(models),
              ", ".join(f"{k}={v:.3f}" for k, v in flat.items()
                        if k.endswith(("/hallucination", "/abstention")) and v is not None))

@@ -45,22 +45,46 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from nextlab.errors import NextlabError
+    from nextlab.tracking import Job, tracked
 
     study = load(args, uses_torch=not args.summary)
     if args.model not in study.models:
         raise NextlabError(f"model {args.model!r} is not in params models: {sorted(study.models)}")
+    tags = {"nextlab.model": args.model, "nextlab.scheme": study.nondeterminism.checkpoint}
+    params = {"nondeterminism": study.nondeterminism.model_dump(mode="json")}
     if args.summary:
         if not args.jobs:
             raise NextlabError("nondeterminism --summary needs --jobs")
+        from nextlab.io import read_json
         from nextlab.nondeterminism.summary import run_summary
 
-        run_summary(study, args.model, args.jobs, args.out)
+        # the jobs' data hash: the summary reads their tables, not the data folder
+        data_hash = read_json(args.jobs[0] / "provenance.json").get("data_hash")
+        job = Job("nondeterminism", f"nondeterminism/{args.model}/summary", args.out, tags=tags, params=params,
+                  data_hash=data_hash, metrics=["metrics.json"], artifacts=["metrics.json"])
+        with tracked(study, job):
+            run_summary(study, args.model, args.jobs, args.out)
+            job.artifacts += [[f"figures/{p.name}", "figures"] for p in sorted((args.out / "figures").glob("*.png"))]
         return 0
     missing = [f"--{n}" for n in ("dtype", "attention", "ckpt", "data", "tokenizer") if getattr(args, n) is None]
     if missing:
         raise NextlabError(f"nondeterminism needs {', '.join(missing)}")
-    from nextlab.nondeterminism.stage import run_job
+    from nextlab.nondeterminism.stage import job_name, run_job
+    from nextlab.provenance import data_hash_of
 
     threads = args.threads or 1
-    run_job(study, args.model, args.dtype, args.attention, threads, args.ckpt, args.data, args.tokenizer, args.out)
+    job = Job("nondeterminism", f"nondeterminism/{job_name(args.model, args.dtype, args.attention, threads)}",
+              args.out, tags={**tags, "nextlab.seed": study.seed, "nextlab.dtype": args.dtype,
+                              "nextlab.attention": args.attention, "nextlab.threads": threads},
+              params={**params, "model": args.model, "dtype": args.dtype, "attention": args.attention,
+                      "threads": threads},
+              data_hash=data_hash_of(args.data), metrics=["metrics.json", "timing.json"],
+              artifacts=["metrics.json", "env.json", "completions.parquet", "logits.parquet", "unique.parquet",
+                         "timing.parquet"])
+    with tracked(study, job):
+        result = run_job(study, args.model, args.dtype, args.attention, threads, args.ckpt, args.data,
+                         args.tokenizer, args.out)
+        env = result["env"]
+        job.tags |= {"nextlab.device": env["device"], "nextlab.cpu": env["cpu_model"], "nextlab.torch": env["torch"],
+                     "nextlab.sdpa_backend": env["sdpa_backend_masked"]}
     return 0

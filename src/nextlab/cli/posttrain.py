@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -38,27 +37,23 @@ def run(args: argparse.Namespace) -> int:
     from nextlab.errors import NextlabError
     from nextlab.posttrain.stage import run_posttrain
     from nextlab.provenance import data_hash_of
-    from nextlab.tracking import stage_run
+    from nextlab.tracking import Job, tracked
 
     study = load(args)
     try:
         scheme = parse_scheme(args.scheme)
     except ValueError as err:
         raise NextlabError(f"--scheme: {err}") from None
-    data_hash = data_hash_of(args.data)
-    tags = {"nextlab.model": args.model, "nextlab.scheme": scheme.name, "nextlab.seed": args.seed,
-            "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t}
-    logged = ("reward", "answer_rate", "abstain_rate", "abstain_rate_seen", "abstain_rate_unseen",
-              "correct_rate", "wrong_rate", "kl", "loss")
-    with stage_run(study, "posttrain", f"posttrain/{args.model}/{scheme.name}/seed{args.seed}", tags=tags,
-                   params={"posttrain": study.posttrain.model_dump(mode="json"), "model": args.model,
-                           "scheme": scheme.name, "seed": args.seed}, data_hash=data_hash) as run:
-        metrics = run_posttrain(
-            study, args.model, scheme.name, args.seed, args.init, args.data, args.tokenizer, args.out,
-            on_step=lambda row: run.log_metrics({k: row[k] for k in logged}, step=row["step"]),
-        )
-        run.log_metrics(metrics)
-        for name in ("metrics.json", "steps.csv"):
-            run.log_artifact(args.out / name)
-    log.info("posttrain %s/%s/seed%d: %s", args.model, scheme.name, args.seed, json.dumps(metrics))
+    job = Job("posttrain", f"posttrain/{args.model}/{scheme.name}/seed{args.seed}", args.out,
+              tags={"nextlab.model": args.model, "nextlab.scheme": scheme.name, "nextlab.seed": args.seed,
+                    "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t},
+              params={"posttrain": study.posttrain.model_dump(mode="json"), "model": args.model,
+                      "scheme": scheme.name, "seed": args.seed},
+              data_hash=data_hash_of(args.data), metrics=["metrics.json", "timing.json"], curves=["steps.csv"],
+              artifacts=["metrics.json", "steps.csv"])
+    with tracked(study, job) as run:
+        metrics = run_posttrain(study, args.model, scheme.name, args.seed, args.init, args.data, args.tokenizer,
+                                args.out, on_step=run.log_step)
+    log.info("posttrain %s/%s/seed%d: final reward %.3f, abstain rate %.2f, KL %.4f", args.model, scheme.name,
+             args.seed, metrics["final_reward"], metrics["final_abstain_rate"], metrics["final_kl"])
     return 0

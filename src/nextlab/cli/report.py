@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 
 from nextlab.cli.common import add_common, load
@@ -38,54 +37,57 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    from nextlab.provenance import data_hash_of
     from nextlab.report import build_report
+    from nextlab.tracking import Job, tracked
 
     study = load(args, uses_torch=False)
     results = args.results or Path("results") / study.study
     out = args.out or Path("reports") / study.study
-    report = build_report(study, results, out, data_out=args.data_out, params_file=args.params,
-                          stages=_names(args.stages), only=_names(args.only))
-    for r in report.figures:
-        log.info("%-8s %-40s %.2fs%s", r.status, r.png, r.seconds, f"  ({r.problem.splitlines()[0]})" if r.problem else "")
-    drawn = sum(r.status == "ok" for r in report.figures)
+    data_out = args.data_out or results / "report"
     if args.only:
-        log.info("redrew %d/%d figures in %.1fs", drawn, len(report.figures), report.seconds)
+        report = build_report(study, results, out, data_out=data_out, params_file=args.params,
+                              stages=_names(args.stages), only=_names(args.only))
+        _log_figures(report)
+        log.info("redrew %d/%d figures in %.1fs", sum(r.status == "ok" for r in report.figures), len(report.figures),
+                 report.seconds)
         return 1 if report.failed else 0
-    log.info("report: %d/%d figures in %.1fs -> %s, %s", drawn, len(report.figures), report.seconds,
-             report.markdown, report.html)
-    _track(study, report, results)
+    job = Job("report", "report", data_out, data_hash=data_hash_of(results / "data", required=False),
+              metrics=["findings.json"])
+    with tracked(study, job) as run:
+        report = build_report(study, results, out, data_out=data_out, params_file=args.params,
+                              stages=_names(args.stages), only=None)
+        job.params = {"figures": len(report.figures)}
+        job.artifacts = [os.path.relpath(report.html, data_out)] + [
+            [os.path.relpath(r.png, data_out), "figures"] for r in report.figures]
+        tracked_run = run.active
+    _log_figures(report)
+    log.info("report: %d/%d figures in %.1fs -> %s, %s", sum(r.status == "ok" for r in report.figures),
+             len(report.figures), report.seconds, report.markdown, report.html)
+    if tracked_run:
+        _share_views(study)
     return 1 if report.failed else 0
 
 
-def _track(study, report, results: Path) -> None:
-    """The report as an MLflow run (findings as metrics, figures and the HTML as artifacts), and
-    a shared view of the experiment that lists every run (see `nextlab.report.mlflow_view`)."""
-    import json
+def _log_figures(report) -> None:
+    for r in report.figures:
+        log.info("%-8s %-40s %.2fs%s", r.status, r.png, r.seconds, f"  ({r.problem.splitlines()[0]})" if r.problem else "")
 
-    from nextlab.provenance import data_hash_of
-    from nextlab.tracking import stage_run
 
-    start = time.perf_counter()
-    findings = json.loads(report.findings.read_text())
-    data_hash = data_hash_of(results / "data", required=False)
-    with stage_run(study, "report", "report", params={"figures": len(report.figures)}, data_hash=data_hash) as run:
-        run.log_metrics(findings)
-        run.log_artifact(report.html)
-        for r in report.figures:
-            run.log_artifact(r.png, "figures")
-        tracked = run.active
-    if tracked:
-        try:
-            from mlflow.tracking import MlflowClient
+def _share_views(study) -> None:
+    """A shared view of the experiment that lists every run (see `nextlab.report.mlflow_view`)."""
+    try:
+        from mlflow.tracking import MlflowClient
 
-            from nextlab.evaluate.summary import headline_keys
-            from nextlab.report.mlflow_view import share_view
-            from nextlab.tracking import ensure_experiment, tracking_uri
+        from nextlab.evaluate.summary import headline_keys
+        from nextlab.report.mlflow_view import share_view
+        from nextlab.tracking import ensure_experiment, tracking_uri
 
-            client = MlflowClient(tracking_uri=tracking_uri())
-            headline = headline_keys(study.evaluate.targets)
-            for what, path in share_view(client, ensure_experiment(study), headline).items():
-                log.info("MLflow UI (make ui): http://127.0.0.1:5000/%s  <- %s", path, what)
-        except Exception as err:  # the view is a convenience: never fail the report for it
-            log.warning("could not save the MLflow shared view: %s", err)
-    log.debug("MLflow logging took %.1fs", time.perf_counter() - start)
+        client = MlflowClient(tracking_uri=tracking_uri())
+        headline = headline_keys(study.evaluate.targets)
+        for what, path in share_view(client, ensure_experiment(client, study), headline).items():
+            log.info("MLflow UI (make ui): http://127.0.0.1:5000/%s  <- %s", path, what)
+    except Exception as err:  # the view is a convenience: never fail the report for it
+        log.warning("could not save the MLflow shared view: %s", err)

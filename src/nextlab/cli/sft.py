@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -37,18 +36,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from nextlab.posttrain.stage import run_sft, run_sft_confidence
     from nextlab.provenance import data_hash_of
-    from nextlab.tracking import stage_run
+    from nextlab.tracking import Job, tracked
 
     study = load(args)
-    data_hash = data_hash_of(args.data)
     stage = "sft_confidence" if args.confidence else "sft"
     fn = run_sft_confidence if args.confidence else run_sft
-    with stage_run(study, stage, f"{stage}/{args.model}", tags={"nextlab.model": args.model},
-                   params={"sft": study.sft.model_dump(mode="json"), "model": args.model}, data_hash=data_hash) as run:
-        metrics = fn(study, args.model, args.init, args.data, args.tokenizer, args.out,
-                     on_step=lambda row: run.log_metrics({"loss": row["loss"], "lr": row["lr"]}, step=row["step"]))
-        run.log_metrics(metrics)
-        for name in ("metrics.json", "curve.csv"):
-            run.log_artifact(args.out / name)
-    log.info("%s %s: %s", stage, args.model, json.dumps(metrics))
+    job = Job(stage, f"{stage}/{args.model}", args.out, tags={"nextlab.model": args.model},
+              params={"sft": study.sft.model_dump(mode="json"), "model": args.model},
+              data_hash=data_hash_of(args.data), metrics=["metrics.json", "timing.json"], curves=["curve.csv"],
+              artifacts=["metrics.json", "curve.csv"])
+    with tracked(study, job) as run:
+        metrics = fn(study, args.model, args.init, args.data, args.tokenizer, args.out, on_step=run.log_step)
+    log.info("%s %s: %d steps, final loss %.4f", stage, args.model, metrics["steps"], metrics["train_loss"])
     return 0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import time
 from pathlib import Path
 
 from nextlab.cli.common import add_common, load
@@ -29,17 +27,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from nextlab.provenance import data_hash_of
     from nextlab.tokenizer.stage import run_tokenize
-    from nextlab.tracking import stage_run
+    from nextlab.tracking import Job, tracked
 
     study = load(args, uses_torch=False)
-    data_hash = data_hash_of(args.data)
-    start = time.perf_counter()
-    stats = run_tokenize(study, args.data / "corpus", args.out)
-    seconds = time.perf_counter() - start
-    log.info("tokenize: %s", json.dumps(stats))
-    with stage_run(study, "tokenize", "tokenize", params={"tokenizer": study.tokenizer.model_dump(mode="json")},
-                   data_hash=data_hash, tags={"nextlab.tokenizer_hash": stats["tokenizer_hash"]}) as run:
-        run.log_metrics({k: v for k, v in stats.items() if k != "tokenizer_hash"} | {"seconds": seconds})
-        run.log_artifact(args.out / "stats.json")
-        run.log_artifact(args.out / "tokenizer.json")
+    job = Job("tokenize", "tokenize", args.out, params={"tokenizer": study.tokenizer.model_dump(mode="json")},
+              data_hash=data_hash_of(args.data), metrics=["stats.json"], artifacts=["stats.json", "tokenizer.json"])
+    with tracked(study, job):
+        stats = run_tokenize(study, args.data / "corpus", args.out)
+        job.tags["nextlab.tokenizer_hash"] = stats["tokenizer_hash"]
+    log.info("tokenize: vocabulary %d, %d training tokens (%.2f bytes per token), %d validation tokens",
+             stats["vocab_size"], stats["train_tokens"], stats["train_bytes_per_token"], stats["val_tokens"])
     return 0

@@ -1,4 +1,5 @@
-"""`nextlab tracking`: open/close the pipeline's parent MLflow run; re-log a results folder."""
+"""`nextlab tracking`: open or close one pipeline invocation's parent MLflow run by hand (the
+Snakefile does both itself; this is for other runners)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
     study = load(args, uses_torch=False)
     if args.action == "start":
         info = tracking.start_invocation(study, args.logs)
-        if info:
-            print(info["parent_run_id"])
+        print(info.get("parent_run_id") or f"untracked: {info.get('off')}")
     else:
         tracking.end_invocation(study, args.status, args.logs)
     return 0

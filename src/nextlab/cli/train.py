@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -32,10 +31,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+# MLflow checkpoints above this size are referenced by path instead of copied into the store.
+MAX_LOGGED_CHECKPOINT = 200 * 2**20
+
+
 def run(args: argparse.Namespace) -> int:
-    from nextlab.train.stage import run_train
+    from nextlab.errors import NextlabError
+    from nextlab.provenance import data_hash_of
+    from nextlab.tracking import Job, tracked
+    from nextlab.train.stage import run_train, tokenizer_hash
 
     study = load(args)
-    metrics = run_train(study, args.model, args.tokens, args.out, data_dir=args.data, fresh=args.fresh)
-    log.info("train %s: %s", args.model, json.dumps(metrics, sort_keys=True))
+    if args.model not in study.models:
+        raise NextlabError(f"models.{args.model}: no such model in params; defined: {sorted(study.models)}")
+    job = Job("train", f"train/{args.model}", args.out,
+              tags={"nextlab.model": args.model, "nextlab.scheme": "pretrain", "nextlab.seed": study.seed,
+                    "nextlab.tokenizer_hash": tokenizer_hash(args.tokens)},
+              params={"model": study.models[args.model].model_dump(mode="json"),
+                      "train": study.train.model_dump(mode="json"), "seed": study.seed},
+              data_hash=data_hash_of(args.data, required=False) if args.data else None,
+              metrics=["metrics.json", "timing.json"], curves=["curve.csv", "timing.csv"],
+              artifacts=["metrics.json", "curve.csv", "loss.png", "facts.csv"])
+    with tracked(study, job) as run:
+        metrics = run_train(study, args.model, args.tokens, args.out, data_dir=args.data, fresh=args.fresh,
+                            on_step=run.log_step)
+        ckpt = args.out / "ckpt.pt"
+        if ckpt.stat().st_size <= MAX_LOGGED_CHECKPOINT:
+            job.artifacts.append(["ckpt.pt", "model"])
+        else:
+            job.tags["nextlab.checkpoint"] = str(ckpt.resolve())
+    log.info("train %s: %d steps, train loss %.4f, validation loss %s, %.0f tokens/s", args.model,
+             metrics["steps"], metrics["train_loss"],
+             f"{metrics['val_loss']:.4f}" if metrics.get("val_loss") is not None else "n/a", metrics["tokens_per_s"])
     return 0

@@ -39,8 +39,11 @@ __all__ = [
     "TrackingParams",
     "TrainParams",
     "UserCorpus",
+    "JobStudy",
+    "job_sections",
     "load_study",
     "section_dict",
+    "study_from_sections",
     "validate_study",
 ]
 
@@ -106,15 +109,36 @@ def validate_study(raw: Any, source: str = "<params>") -> Study:
         raise ParamsError(f"{source}: " + ("\n  ".join(lines) if len(lines) > 1 else lines[0])) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last one silently, so a duplicated `steps:` would quietly override the first)."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def load_study(path: str | os.PathLike) -> Study:
     """Read and validate a params YAML file."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise ParamsError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     except UnicodeDecodeError:
         raise ParamsError(f"{path}: not UTF-8 text") from None
     if raw is None:
@@ -122,7 +146,91 @@ def load_study(path: str | os.PathLike) -> Study:
     return validate_study(raw, str(path))
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}" if mark is not None else problem
+
+
 def section_dict(study: Study, *keys: str) -> dict[str, Any]:
-    """The given top-level sections of a study as plain data (what a rule's params receive)."""
+    """The given top-level sections of a study as plain data."""
     full = study.model_dump(mode="json")
     return {key: full[key] for key in keys}
+
+
+# ---- what one job is given ----------------------------------------------------------------------
+
+WITHHELD = "_withheld"
+
+
+def job_sections(study: Study, *sections: str, models: list[str] | None = None,
+                 withhold: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The params one job receives, as plain data: whole top-level `sections`, the shapes of
+    `models` only if given (a job of one model does not see the others), and no `withhold` keys (lists
+    such as the schemes to run, which name jobs rather than shape them). This is the job's rerun
+    fingerprint and its only source of params (`study_from_sections` reads it back).
+
+    >>> job = job_sections(Study(), "study", "seed", "train", models=["small"])
+    >>> sorted(job), list(job["models"])
+    (['models', 'seed', 'study', 'train'], ['small'])
+    """
+    full = study.model_dump(mode="json")
+    job = {key: full[key] for key in sections}
+    if models is not None:
+        job["models"] = {name: full["models"][name] for name in models}
+    for section, keys in (withhold or {}).items():
+        for key in keys:
+            job[section].pop(key)
+    if withhold:
+        job[WITHHELD] = {section: sorted(keys) for section, keys in withhold.items()}
+    return job
+
+
+def study_from_sections(job: dict[str, Any], source: str = "job params") -> "JobStudy":
+    """Validate a job's params (`job_sections`'s output) into a study that lets the job read only
+    what it was given: reading any other section or a withheld key is an error naming it, never a
+    silent default."""
+    job = dict(job)
+    withheld = {section: set(keys) for section, keys in job.pop(WITHHELD, {}).items()}
+    given = set(job) | {"study"}
+    return JobStudy(validate_study(job, source), given, withheld)
+
+
+class JobStudy:
+    """A `Study` restricted to the params one job was given (see `study_from_sections`)."""
+
+    def __init__(self, study: Study, given: set[str], withheld: dict[str, set[str]]):
+        self._study, self._given, self._withheld = study, given, withheld
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._study, name)
+        if name not in Study.model_fields:
+            return value
+        if name not in self._given:
+            raise AttributeError(
+                f"params section {name!r} was not given to this job (it has {sorted(self._given)}); "
+                "the workflow rule must pass it, or the result would not follow it"
+            )
+        hidden = self._withheld.get(name)
+        return _SectionView(value, name, hidden) if hidden else value
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        dump = self._study.model_dump(**kwargs)
+        out = {k: v for k, v in dump.items() if k in self._given}
+        for section, hidden in self._withheld.items():
+            out[section] = {k: v for k, v in out[section].items() if k not in hidden}
+        return out
+
+
+class _SectionView:
+    def __init__(self, section: Section, name: str, hidden: set[str]):
+        self._section, self._name, self._hidden = section, name, hidden
+
+    def __getattr__(self, key: str) -> Any:
+        if key in self._hidden:
+            raise AttributeError(f"params {self._name}.{key} is withheld from this job (it names jobs, "
+                                 "not what one job computes)")
+        return getattr(self._section, key)
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        return {k: v for k, v in self._section.model_dump(**kwargs).items() if k not in self._hidden}

@@ -103,10 +103,14 @@ class PosttrainParams(Section):
     @field_validator("schemes")
     @classmethod
     def _known_schemes(cls, schemes: tuple[str, ...]) -> tuple[str, ...]:
+        first: dict[tuple[str, float | None], str] = {}
         for name in schemes:
-            parse_scheme(name)
-        if len(set(schemes)) != len(schemes):
-            raise ValueError(f"schemes repeat: {list(schemes)}")
+            scheme = parse_scheme(name)
+            twin = first.setdefault((scheme.kind, scheme.t), name)
+            if twin != name:
+                raise ValueError(f"{twin!r} and {name!r} are the same scheme (they would run identical jobs)")
+            if name in first.values() and list(schemes).count(name) > 1:
+                raise ValueError(f"scheme {name!r} is listed twice")
         return schemes
 
     @field_validator("seeds")

@@ -33,27 +33,40 @@ def _jsonl_documents(path: Path) -> list[str]:
     return docs
 
 
-def read_user_corpus(path: str | Path) -> list[dict[str, Any]]:
-    """Documents of the user corpus, in a stable (sorted file name) order."""
+def corpus_files(path: str | Path) -> list[Path]:
+    """The files of a user corpus (a file, or a folder's `.txt` and `.jsonl` files, sorted by
+    name); an error naming the path when there is none. The workflow makes them the data stage's
+    inputs, so editing, adding or removing one reruns it."""
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"data.user_corpus.path: {path} does not exist")
     if path.is_file():
-        files = [path]
-    else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".txt", ".jsonl"))
-        if not files:
-            raise InputFileError(f"data.user_corpus.path: {path} holds no .txt or .jsonl files")
+        if path.suffix not in (".txt", ".jsonl"):
+            raise InputFileError(f"data.user_corpus.path: {path}: expected a .txt or .jsonl file")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".txt", ".jsonl"))
+    if not files:
+        raise InputFileError(f"data.user_corpus.path: {path} holds no .txt or .jsonl files")
+    return files
+
+
+def read_user_corpus(path: str | Path) -> list[dict[str, Any]]:
+    """Documents of the user corpus, in a stable (sorted file name) order."""
     texts: list[str] = []
-    for file in files:
+    for file in corpus_files(path):
         if file.suffix == ".jsonl":
             texts.extend(_jsonl_documents(file))
-        elif file.suffix == ".txt":
+        else:
             text = _read_utf8(file)
             if text.strip():
                 texts.append(text)
-        else:
-            raise InputFileError(f"{file}: expected a .txt or .jsonl file")
     if not texts:
         raise InputFileError(f"data.user_corpus.path: {path} is empty (no non-blank document)")
     return [{"text": t, "kind": "user", "person": None} for t in texts]
+
+
+def check_user_corpus(corpus: Any) -> None:
+    """Read a study's user corpus (`data.user_corpus`, or None) as the data stage will, so a bad
+    file stops the study before any job runs."""
+    if corpus is not None:
+        read_user_corpus(corpus.path)

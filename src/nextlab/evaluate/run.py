@@ -7,7 +7,8 @@ graded (`grading`); confidences and candidate probabilities are described in `an
 Outputs in `out_dir`:
 - `answers.parquet`: one row per question, see docs/formats.md (every figure and metric can be
   recomputed from it without a model);
-- `metrics.json`: flat, the same keys for every model and scheme (`summary.scheme_metrics`).
+- `metrics.json`: flat, the same keys for every model and scheme (`summary.scheme_metrics`);
+- `timing.json`: how long answering and scoring took.
 """
 
 from __future__ import annotations
@@ -106,16 +107,16 @@ def run_evaluate(
         [answers[answers["split"] == "eval"]], [answers[answers["split"] == "calibration"]],
         p.targets, p.bins, p.bootstrap_samples, study.seed, singleton_rate, buckets,
     )
-    metrics["answer_seconds"] = answer_seconds
-    metrics["seconds"] = time.perf_counter() - start
+    timing = {"answer_seconds": answer_seconds, "seconds": time.perf_counter() - start}
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "answers.parquet") as tmp:
         answers.to_parquet(tmp, index=False)
     write_json(out / "metrics.json", metrics)
+    write_json(out / "timing.json", timing)
     write_json(out / "provenance.json", provenance(p, seed, tok_hash))
     log.info("evaluate %s/%s/seed%d: accuracy %.3f, hallucination %.3f, abstention %.3f (%.1f s)", model_name,
              scheme.name, seed, metrics["accuracy"], metrics["hallucination"], metrics["abstention"],
-             metrics["seconds"])
-    return metrics
+             timing["seconds"])
+    return metrics | timing

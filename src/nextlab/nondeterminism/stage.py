@@ -38,7 +38,6 @@ from nextlab.nondeterminism.invariant import BatchInvariantGPT
 from nextlab.nondeterminism.metrics import job_metrics
 from nextlab.nondeterminism.prompts import Prompt, build_pool, choose_targets
 from nextlab.nondeterminism.study import Models, Runner, unique_completions
-from nextlab.nondeterminism.summary import PER_BATCH
 from nextlab.provenance import data_hash_of, provenance
 from nextlab.qa.codec import QACodec
 from nextlab.qa.grading import grade
@@ -147,7 +146,6 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
                                        "tokens": " ".join(map(str, t.tokens)), "gold": t.gold} for t in targets])
     metrics = job_metrics(tables["logits"], tables["completions"], tables["timing"], tables["unique"],
                           list(p.batch_sizes), list(p.cache_modes))
-    metrics["seconds"] = seconds
     factors = {"model": model_name, "dtype": dtype, "attention": attention, "threads": threads}
     env = fingerprint(device, torch_dtype)
 
@@ -159,38 +157,11 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
             table.to_parquet(tmp, index=False)
     write_json(out / "env.json", {**factors, **env})
     write_json(out / "metrics.json", metrics)
+    write_json(out / "timing.json", {"seconds": seconds})
     write_json(out / "provenance.json", {**provenance(p, study.seed, data_hash), "tokenizer_hash": tok_hash,
                                          "checkpoint": str(ckpt_path)})
-    _track_job(study, factors, metrics, env, out, ckpt_path, data_hash)
     log.info("nondeterminism %s: %.1f s; decode not-equal share %s, flip rate %s, completions differ %s, "
              "invariant control %s", job_name(model_name, dtype, attention, threads), seconds,
              metrics.get("decode_not_equal_share"), metrics.get("decode_flip_rate"), metrics.get("free_differ_rate"),
              metrics.get("control_invariant_not_equal"))
-    return metrics
-
-
-def _track_job(study: Study, factors: dict[str, Any], metrics: dict[str, Any], env: dict[str, Any], out: Path,
-               ckpt_path: str | Path, data_hash: str | None) -> None:
-    from nextlab.tracking import stage_run
-
-    name = job_name(factors["model"], factors["dtype"], factors["attention"], factors["threads"])
-    tags = {"nextlab.model": factors["model"], "nextlab.scheme": study.nondeterminism.checkpoint,
-            "nextlab.seed": study.seed, "nextlab.dtype": factors["dtype"], "nextlab.attention": factors["attention"],
-            "nextlab.threads": factors["threads"], "nextlab.device": env["device"],
-            "nextlab.cpu": env["cpu_model"], "nextlab.torch": env["torch"],
-            "nextlab.sdpa_backend": env["sdpa_backend_masked"]}
-    params = {"nondeterminism": study.nondeterminism.model_dump(mode="json"), **factors,
-              "checkpoint_path": str(ckpt_path)}
-    with stage_run(study, "nondeterminism", f"nondeterminism/{name}", tags=tags, params=params,
-                   data_hash=data_hash) as run:
-        run.log_metrics({k: v for k, v in metrics.items() if v is not None and not PER_BATCH.search(k)})
-        # Per batch size, under by_batch_size.<key>: the batch size is the step, so MLflow draws
-        # each measure against it.
-        for b in study.nondeterminism.batch_sizes:
-            per_b = {f"by_batch_size.{k.removesuffix(f'_b{b}')}": v for k, v in metrics.items()
-                     if k.endswith(f"_b{b}") and v is not None}
-            if per_b:
-                run.log_metrics(per_b, step=b)
-        run.log_dict(env, "env.json")
-        for name_ in ("metrics.json", "completions.parquet", "logits.parquet", "unique.parquet", "timing.parquet"):
-            run.log_artifact(out / name_)
+    return metrics | {"env": env, "seconds": seconds}

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,6 @@ from nextlab.config import Study
 from nextlab.config.nondeterminism import TABLES
 from nextlab.errors import NextlabError
 from nextlab.io import read_json, require_file, write_json
-
-# Per-batch-size metrics (`..._b8`) go to MLflow as steps of one curve, not as their own keys.
-PER_BATCH = re.compile(r"_b\d+$")
 
 
 def read_jobs(job_dirs: list[str | Path]) -> dict[str, pd.DataFrame]:
@@ -35,12 +31,11 @@ def read_jobs(job_dirs: list[str | Path]) -> dict[str, pd.DataFrame]:
 
 
 def run_summary(study: Study, model_name: str, job_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
-    """Figures over every job of a model, and a flat metrics.json keyed `<dtype>.<attention>.threads<k>.<key>`."""
+    """Figures over every job of a model (`figures/*.png`), and a flat metrics.json keyed
+    `<dtype>.<attention>.threads<k>.<key>`."""
     from nextlab.nondeterminism.figures import draw_all
-    from nextlab.tracking import stage_run
 
     tables = read_jobs(job_dirs)
-    data_hash = read_json(Path(job_dirs[0]) / "provenance.json").get("data_hash")
     flat: dict[str, Any] = {}
     for folder in job_dirs:
         env = read_json(Path(folder) / "env.json")
@@ -49,13 +44,6 @@ def run_summary(study: Study, model_name: str, job_dirs: list[str | Path], out_d
         flat.update({f"{prefix}.{k}": v for k, v in metrics.items()})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures = draw_all(tables, out / "figures")
+    draw_all(tables, out / "figures")
     write_json(out / "metrics.json", flat)
-    with stage_run(study, "nondeterminism", f"nondeterminism/{model_name}/summary",
-                   tags={"nextlab.model": model_name, "nextlab.scheme": study.nondeterminism.checkpoint},
-                   params={"nondeterminism": study.nondeterminism.model_dump(mode="json")},
-                   data_hash=data_hash) as run:
-        run.log_metrics({k: v for k, v in flat.items() if v is not None and not PER_BATCH.search(k)})
-        for path in [out / "metrics.json", *figures]:
-            run.log_artifact(path)
     return flat

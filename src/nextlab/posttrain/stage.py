@@ -78,8 +78,9 @@ def _start_from(study: Study, model_name: str, ckpt_path: str | Path, tokenizer_
 
 
 def _write_finetuned(out_dir: str | Path, model: GPT, tok_hash: str, steps: int, params: Any, seed: int,
-                     stage: str, model_name: str, curve: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
-    """`ckpt.pt`, `curve.csv`, `metrics.json` and `provenance.json` of a fine-tuning job."""
+                     stage: str, model_name: str, curve: list[dict[str, Any]], metrics: dict[str, Any],
+                     seconds: float) -> None:
+    """`ckpt.pt`, `curve.csv`, `metrics.json`, `timing.json` and `provenance.json` of a fine-tuning job."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "ckpt.pt", model, tokenizer_hash=tok_hash, step=steps,
@@ -87,6 +88,7 @@ def _write_finetuned(out_dir: str | Path, model: GPT, tok_hash: str, steps: int,
                     extra={"stage": stage, "model": model_name})
     _write_csv(out / "curve.csv", curve)
     write_json(out / "metrics.json", json_safe(metrics))
+    write_json(out / "timing.json", {"seconds": seconds})
     write_json(out / "provenance.json", provenance(params, seed, tok_hash))
 
 
@@ -134,10 +136,9 @@ def run_sft(
         "train_loss": float(np.mean([r["loss"] for r in tail])),
         "heldout_answer_loss_before": held_before,
         "heldout_answer_loss_after": held_after,
-        "seconds": seconds,
     }
-    _write_finetuned(out_dir, model, tok_hash, p.steps, p, study.seed, "sft", model_name, curve, metrics)
-    return metrics
+    _write_finetuned(out_dir, model, tok_hash, p.steps, p, study.seed, "sft", model_name, curve, metrics, seconds)
+    return metrics | {"seconds": seconds}
 
 
 # ---- post-training ----------------------------------------------------------------------------
@@ -232,11 +233,10 @@ def run_sft_confidence(
         "stated_format_rate": float(held["stated_confidence"].notna().mean()),
         "stated_auroc": auroc(attempted["stated_confidence"][stated_ok].to_numpy(), right[stated_ok.to_numpy()]),
         "stated_ece": ece(attempted["stated_confidence"][stated_ok].to_numpy(), right[stated_ok.to_numpy()]),
-        "seconds": seconds,
     }
     _write_finetuned(out_dir, model, tok_hash, p.confidence_steps, p, study.seed, "sft_confidence", model_name,
-                     curve, metrics)
-    return metrics
+                     curve, metrics, seconds)
+    return metrics | {"seconds": seconds}
 
 
 def run_posttrain(
@@ -306,14 +306,18 @@ def run_posttrain(
     save_checkpoint(out / "ckpt.pt", policy, tokenizer_hash=tok_hash, step=p.steps,
                     train_config=p.model_dump(mode="json") | {"seed": seed},
                     extra={"stage": "posttrain", "model": model_name, "scheme": scheme.name, "seed": seed})
-    _write_csv(out / "steps.csv", steps)
-    metrics = summarize_steps(steps) | {"steps": p.steps, "seconds": seconds}
+    # What the steps computed, and apart from it how long each took (it differs run to run).
+    _write_csv(out / "steps.csv", [{k: v for k, v in row.items() if k != "seconds"} for row in steps])
+    _write_csv(out / "timing.csv", [{"step": row["step"], "seconds": row["seconds"]} for row in steps])
+    metrics = summarize_steps(steps) | {"steps": p.steps}
+    timing = {"seconds": seconds, "seconds_per_step": float(np.mean([row["seconds"] for row in steps]))}
     if metrics["collapsed_to_abstain"]:
         log.warning("%s seed %d collapsed to abstaining: final abstain rate %.2f (>= %.2f)", scheme.name, seed,
                     metrics["final_abstain_rate"], COLLAPSE_ABSTAIN_RATE)
     write_json(out / "metrics.json", json_safe(metrics))
+    write_json(out / "timing.json", timing)
     write_json(out / "provenance.json", provenance(p, seed, tok_hash))
-    return metrics
+    return metrics | timing
 
 
 def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -328,5 +332,4 @@ def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"first_{key}"] = float(first[key].mean())
         out[f"final_{key}"] = float(final[key].mean())
     out["collapsed_to_abstain"] = int(out["final_abstain_rate"] >= COLLAPSE_ABSTAIN_RATE)
-    out["seconds_per_step"] = float(frame["seconds"].mean())
     return out

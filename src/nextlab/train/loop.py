@@ -292,8 +292,10 @@ def train(
 
 def final_checkpoint(state: TrainState, path: Path, params: TrainParams, seed: int, tokenizer_hash: str,
                      extra: dict[str, Any] | None = None) -> None:
+    """The finished model. Unlike `last.pt` it holds no timings, so the same params and seed give
+    the same bytes on the same machine."""
     save_checkpoint(
         path, unwrap(state.model), tokenizer_hash=tokenizer_hash, step=state.step, optimizer=state.optimizer,
         rng=state.rng_state(), train_config=params.model_dump(mode="json") | {"seed": seed},
-        extra={**state.counters(), **(extra or {})},
+        extra={"tokens": state.tokens, **(extra or {})},
     )

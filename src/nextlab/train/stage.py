@@ -3,8 +3,9 @@
 In: the tokenize stage's folder (`tokenizer.json`, `train.npy`, `val.npy`, `stats.json`) and,
 for the fact probes, the data stage's folder (`world.json`, `corpus/val.jsonl`, `qa.parquet`).
 Out (one folder per model): `ckpt.pt`, `metrics.json`, `curve.csv`, `loss.png`, `facts.csv`,
-`provenance.json`. While training, `last.pt` holds the latest resumable state; a rerun resumes
-from it (unless `fresh`) and it is removed once `ckpt.pt` is written.
+`provenance.json`, and the run's speed in `timing.json` and `timing.csv`. While training,
+`last.pt` holds the latest resumable state; a rerun resumes from it (unless `fresh`) and it is
+removed once `ckpt.pt` is written.
 
 Every input is checked before the first step: a bad file or a mismatched checkpoint raises a
 `NextlabError` that names it.
@@ -16,6 +17,7 @@ import csv
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,9 @@ from nextlab.train.loop import final_checkpoint, new_state, resume_state, train,
 
 log = logging.getLogger(__name__)
 
-CURVE_COLUMNS = ("step", "lr", "train_loss", "val_loss", "tokens_per_s")
-# MLflow checkpoints above this size are referenced by path instead of copied into the store.
-MAX_LOGGED_CHECKPOINT = 200 * 2**20
+# The curve is what training computed; how fast each step ran lives apart (it differs run to run).
+CURVE_COLUMNS = ("step", "lr", "train_loss", "val_loss")
+TIMING_COLUMNS = ("step", "tokens_per_s")
 
 
 def tokenizer_hash(tokens_dir: Path) -> str:
@@ -109,12 +111,12 @@ def load_inputs(study: Study, model_name: str, tokens_dir: Path, data_dir: Path 
     return TrainInputs(config, train_data, val_data, tokenizer, tokenizer_hash(tokens_dir), data_hash, probe)
 
 
-def write_curve(path: Path, curve: list[dict[str, Any]]) -> None:
+def write_curve(path: Path, curve: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in curve:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CURVE_COLUMNS})
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
 
 
 def run_train(
@@ -125,10 +127,14 @@ def run_train(
     data_dir: str | Path | None = None,
     fresh: bool = False,
     progress: bool | None = None,
-    logs_root: Path = Path("logs"),
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train `study.models[model_name]`; write the stage's files into `out_dir`; return metrics."""
-    from nextlab.tracking import stage_run
+    """Train `study.models[model_name]`; write the stage's files into `out_dir`; return metrics.
+
+    `metrics.json` holds what the run computed (the same numbers every run with the same params
+    and seed); `timing.json` and `timing.csv` hold how fast it went, which differs run to run.
+    `on_step(row)` sees every curve row as it is recorded (a resumed run replays the rows so far).
+    """
     from nextlab.train.facts import bio_fact_rows, by_mentions, flat_metrics, qa_rows
     from nextlab.train.plot import plot_loss
 
@@ -159,76 +165,60 @@ def run_train(
     peak = dev.peak_flops(device, params.cpu_peak_flops)
     out.mkdir(parents=True, exist_ok=True)
 
-    tags = {"nextlab.model": model_name, "nextlab.scheme": "pretrain", "nextlab.seed": study.seed,
-            "nextlab.tokenizer_hash": inputs.tokenizer_hash, "nextlab.device": device.type}
-    run_params = {"model": study.models[model_name].model_dump(mode="json"),
-                  "train": params.model_dump(mode="json"), "seed": study.seed,
-                  "vocab_size": inputs.config.vocab_size}
     wall_start = time.perf_counter()
-    with stage_run(study, "train", f"train/{model_name}", tags=tags, params=run_params,
-                   data_hash=inputs.data_hash, logs_root=logs_root) as run:
-
-        def on_step(row: dict[str, Any]) -> None:
-            run.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None}, step=row["step"])
-
-        for row in state.curve:  # a resumed run re-logs the curve so far: one run, whole curve
+    for row in state.curve:
+        if on_step is not None:
             on_step(row)
-        dev.reset_peak_memory(device)
-        outcome = train(
-            state, inputs.train, inputs.val, params, checkpoint_path=last,
-            tokenizer_hash=inputs.tokenizer_hash, seed=study.seed,
-            compile_model=params.compile, peak_flops=peak, on_step=on_step, progress=progress,
-        )
-        model = state.model
-        metrics: dict[str, Any] = {
-            "steps": outcome.step,
-            "tokens": outcome.tokens,
-            "train_loss": outcome.train_loss,
-            "params": model.num_params(),
-            "tokens_per_s": outcome.tokens_per_s,
-            "ms_per_step": outcome.ms_per_step,
-            "flops_per_token": model.flops_per_token(),
-            "train_seconds": outcome.train_seconds,
-            "peak_memory_mb": dev.peak_memory_bytes(device) / 2**20,
-            "threads": torch.get_num_threads(),
-        }
-        if outcome.val_loss is not None:
-            metrics["val_loss"] = outcome.val_loss
-            metrics["val_perplexity"] = float(torch.tensor(outcome.val_loss).exp())
-        if outcome.mfu is not None:
-            metrics["mfu"] = outcome.mfu
-            metrics["peak_flops"] = peak
+    dev.reset_peak_memory(device)
+    outcome = train(
+        state, inputs.train, inputs.val, params, checkpoint_path=last,
+        tokenizer_hash=inputs.tokenizer_hash, seed=study.seed,
+        compile_model=params.compile, peak_flops=peak, on_step=on_step, progress=progress,
+    )
+    model = state.model
+    metrics: dict[str, Any] = {
+        "steps": outcome.step,
+        "tokens": outcome.tokens,
+        "train_loss": outcome.train_loss,
+        "params": model.num_params(),
+        "flops_per_token": model.flops_per_token(),
+        "threads": torch.get_num_threads(),
+    }
+    timing: dict[str, Any] = {
+        "tokens_per_s": outcome.tokens_per_s,
+        "ms_per_step": outcome.ms_per_step,
+        "train_seconds": outcome.train_seconds,
+        "peak_memory_mb": dev.peak_memory_bytes(device) / 2**20,
+    }
+    if outcome.val_loss is not None:
+        metrics["val_loss"] = outcome.val_loss
+        metrics["val_perplexity"] = float(torch.tensor(outcome.val_loss).exp())
+    if outcome.mfu is not None:
+        timing["mfu"] = outcome.mfu
+        timing["peak_flops"] = peak
 
-        if inputs.probe is not None:
-            probe_start = time.perf_counter()
-            bio = bio_fact_rows(model, inputs.tokenizer, inputs.probe["docs"], inputs.probe["mentions"])
-            qa = qa_rows(model, inputs.tokenizer, inputs.probe["qa"])
-            table = by_mentions(bio, qa)
-            with atomic_path(out / "facts.csv") as tmp:
-                table.to_csv(tmp, index=False, float_format="%.4f")
-            metrics |= flat_metrics(table, bio, qa)
-            metrics["probe_seconds"] = time.perf_counter() - probe_start
-            log.info("fact accuracy by mention count:\n%s", table.to_string(index=False))
+    if inputs.probe is not None:
+        probe_start = time.perf_counter()
+        bio = bio_fact_rows(model, inputs.tokenizer, inputs.probe["docs"], inputs.probe["mentions"])
+        qa = qa_rows(model, inputs.tokenizer, inputs.probe["qa"])
+        table = by_mentions(bio, qa)
+        with atomic_path(out / "facts.csv") as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f")
+        metrics |= flat_metrics(table, bio, qa)
+        timing["probe_seconds"] = time.perf_counter() - probe_start
+        log.info("fact accuracy by mention count:\n%s", table.to_string(index=False))
 
-        final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash,
-                         extra={"model_name": model_name, "metrics": metrics})
-        write_curve(out / "curve.csv", outcome.curve)
-        plot_loss(outcome.curve, out / "loss.png", title=f"{study.study} / {model_name}")
-        metrics["wall_seconds"] = time.perf_counter() - wall_start
-        write_json(out / "metrics.json", metrics)
-        write_json(out / "provenance.json", provenance(
-            {"model": study.models[model_name].model_dump(mode="json"), "train": params.model_dump(mode="json")},
-            study.seed, inputs.data_hash) | {"tokenizer_hash": inputs.tokenizer_hash, "device": device.type})
-        if last.exists():
-            last.unlink()
-
-        # train_loss and val_loss are already on the curve at this step; the rest are final figures.
-        run.log_metrics({k: v for k, v in metrics.items() if k not in ("train_loss", "val_loss")}, step=outcome.step)
-        for name in ("metrics.json", "curve.csv", "loss.png", "facts.csv"):
-            run.log_artifact(out / name)
-        ckpt_path = out / "ckpt.pt"
-        if ckpt_path.stat().st_size <= MAX_LOGGED_CHECKPOINT:
-            run.log_artifact(ckpt_path, "model")
-        else:
-            run.set_tags({"nextlab.checkpoint": str(ckpt_path.resolve())})
-    return metrics
+    final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash,
+                     extra={"model_name": model_name, "metrics": metrics})
+    write_curve(out / "curve.csv", outcome.curve, CURVE_COLUMNS)
+    write_curve(out / "timing.csv", outcome.curve, TIMING_COLUMNS)
+    plot_loss(outcome.curve, out / "loss.png", title=f"{study.study} / {model_name}")
+    timing["wall_seconds"] = time.perf_counter() - wall_start
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "timing.json", timing)
+    write_json(out / "provenance.json", provenance(
+        {"model": study.models[model_name].model_dump(mode="json"), "train": params.model_dump(mode="json")},
+        study.seed, inputs.data_hash) | {"tokenizer_hash": inputs.tokenizer_hash, "device": device.type})
+    if last.exists():
+        last.unlink()
+    return metrics | timing
