@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,6 +59,15 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def json_safe(metrics: dict) -> dict:
+    """NaN and infinities become None (JSON null): metrics files stay strict JSON.
+
+    >>> json_safe({"a": float("nan"), "b": 1.0})
+    {'a': None, 'b': 1.0}
+    """
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -225,7 +225,8 @@ class Job:
     """What one job's MLflow run holds, all of it read back from files in `out` (`relog` too).
 
     metrics: JSON files of numbers (flat or nested; nested keys are joined with dots);
-    curves: CSV files with a `step` column, every other numeric column a per-step metric;
+    curves: CSV files with a `step` column, every other numeric column a per-step metric, or
+        (file, prefix) pairs whose columns are logged as `<prefix>.<column>`;
     artifacts: files, or (file, artifact folder) pairs. Paths are relative to `out`.
     """
 
@@ -260,8 +261,8 @@ class Job:
 def record_digest(folder: Path, record: dict[str, Any]) -> str:
     """A digest of everything a run logs from `folder`: the record and its metrics and curve files."""
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
-    for name in [*record["metrics"], *record["curves"]]:
-        path = folder / name
+    for item in [*record["metrics"], *record["curves"]]:
+        path = folder / (item if isinstance(item, str) else item[0])
         digest.update(path.read_bytes() if path.is_file() else b"<missing>")
     return digest.hexdigest()[:24]
 
@@ -297,6 +298,7 @@ class StageRun:
         self.run_id = run_id
         self._metrics: list[Any] = []
         self.streamed = False
+        self.curve_keys: set[str] = set()  # metrics logged per step; a metrics file's final value of one is its last step
 
     @property
     def active(self) -> bool:
@@ -336,7 +338,9 @@ class StageRun:
     def log_step(self, row: Mapping[str, Any]) -> None:
         """A stage's per-step hook: the row's numbers at its `step`."""
         self.streamed = True
-        self.log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+        values = {k: v for k, v in row.items() if k != "step"}
+        self.curve_keys |= set(values)
+        self.log_metrics(values, step=int(row["step"]))
 
     def flush(self) -> None:
         pending, self._metrics = self._metrics, []
@@ -368,16 +372,20 @@ def send(run: StageRun, folder: Path, record: dict[str, Any], curves: bool = Tru
     """Log a job's params, and its files as its record describes them (metrics, curves, artifacts),
     and tag the run with the record's tags and digest."""
     run.log_params(record["params"])
-    for name in record["metrics"]:
-        path = folder / name
-        if path.is_file():
-            run.log_metrics(json.loads(path.read_text()))
     if curves:
-        for name in record["curves"]:
+        for item in record["curves"]:
+            name, prefix = (item, "") if isinstance(item, str) else item
             if (folder / name).is_file():
                 for row in _read_curve(folder / name):
                     if _number(row.get("step")) is not None:
-                        run.log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(float(row["step"])))
+                        values = {f"{prefix}.{k}" if prefix else k: v for k, v in row.items() if k != "step"}
+                        run.curve_keys |= set(values)
+                        run.log_metrics(values, step=int(float(row["step"])))
+    for name in record["metrics"]:
+        path = folder / name
+        if path.is_file():
+            values = flatten(json.loads(path.read_text()))
+            run.log_metrics({k: v for k, v in values.items() if k not in run.curve_keys})
     for item in record["artifacts"]:
         name, artifact_dir = (item, None) if isinstance(item, str) else item
         run.log_artifact(folder / name, artifact_dir)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from nextlab.errors import NextlabError
 from nextlab.evaluate.bootstrap import interval, weighted_mean
+from nextlab.io import json_safe
 from nextlab.qa import metrics as M
 
 UNSEEN = "unseen"
@@ -247,7 +248,7 @@ def scheme_metrics(
         put(f"{bucket}.accuracy_when_attempted", mean_of(a.attempted, a.correct), sub)
         put(f"{bucket}.best_guess_accuracy", mean_of(a.ones, a.guess_correct), sub)
     out["singleton_rate"] = math.nan if singleton_rate is None else float(singleton_rate)
-    return M.json_safe(out)
+    return json_safe(out)
 
 
 def headline_keys(targets: Sequence[float]) -> list[str]:

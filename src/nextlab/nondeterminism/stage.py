@@ -158,6 +158,11 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
     write_json(out / "env.json", {**factors, **env})
     write_json(out / "metrics.json", metrics)
     write_json(out / "timing.json", {"seconds": seconds})
+    # The per-batch-size metrics (`<key>_b<size>`) as one row per batch size: curves over it.
+    by_batch = [{"batch_size": b, **{k.removesuffix(f"_b{b}"): v for k, v in metrics.items() if k.endswith(f"_b{b}")}}
+                for b in p.batch_sizes]
+    with atomic_path(out / "by_batch_size.csv") as tmp:
+        pd.DataFrame(by_batch).rename(columns={"batch_size": "step"}).to_csv(tmp, index=False)
     write_json(out / "provenance.json", {**provenance(p, study.seed, data_hash), "tokenizer_hash": tok_hash,
                                          "checkpoint": str(ckpt_path)})
     log.info("nondeterminism %s: %.1f s; decode not-equal share %s, flip rate %s, completions differ %s, "

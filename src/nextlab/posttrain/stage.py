@@ -38,7 +38,7 @@ from nextlab.config import Study
 from nextlab.config.posttrain import Scheme, parse_scheme
 from nextlab.errors import NextlabError
 from nextlab.generate import EOS_ID, generate
-from nextlab.io import atomic_path, write_json
+from nextlab.io import atomic_path, json_safe, write_json
 from nextlab.model import GPT, GPTConfig
 from nextlab.posttrain.policy_gradient import PGConfig, pg_step
 from nextlab.posttrain.rewards import reward
@@ -48,7 +48,7 @@ from nextlab.qa.answers import greedy_answers
 from nextlab.qa.codec import QACodec, answer_end
 from nextlab.qa.grading import grade, is_abstention
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
-from nextlab.qa.metrics import auroc, ece, json_safe
+from nextlab.qa.metrics import auroc, ece
 from nextlab.tokenizer.bpe import CONFIDENCE_ID
 from nextlab.train.checkpoint import save_checkpoint
 from nextlab.train.device import resolve_device

@@ -28,15 +28,6 @@ NLL_EPS = 1e-6  # confidences are clipped to [eps, 1 - eps] for NLL and logits: 
 #                 is wrong costs -log(1e-6) = 13.8 nats instead of infinity
 
 
-def json_safe(metrics: dict) -> dict:
-    """NaN and infinities become None (JSON null): metrics files stay strict JSON.
-
-    >>> json_safe({"a": float("nan"), "b": 1.0})
-    {'a': None, 'b': 1.0}
-    """
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-
-
 def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else math.nan
 
