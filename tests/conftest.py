@@ -33,6 +33,10 @@ def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         GIT_AUTHOR_EMAIL="tests@nextlab.invalid",
         GIT_COMMITTER_NAME="nextlab-tests",
         GIT_COMMITTER_EMAIL="tests@nextlab.invalid",
+        # Fixed dates: two copies of the same files get the same commit, so the provenance every
+        # result records is the same and two fresh runs can be compared byte for byte.
+        GIT_AUTHOR_DATE="2026-01-01T00:00:00Z",
+        GIT_COMMITTER_DATE="2026-01-01T00:00:00Z",
     )
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(extra or {})
@@ -48,6 +52,13 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
             f"\n--- stderr ---\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def project_env(dest: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a project copy: its own source first on the path (the virtual
+    environment's editable install points at this checkout), its own MLflow database."""
+    return tool_env({"PYTHONPATH": str(dest / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}",
+                     **(extra or {})})
 
 
 def make_project_copy(dest: Path) -> Path:
@@ -81,10 +92,9 @@ def smoke_project(tmp_path_factory) -> dict:
     if os.environ.get("NEXTLAB_SMOKE_PROJECT"):
         dest = Path(os.environ["NEXTLAB_SMOKE_PROJECT"]).resolve()
         assert (dest / "results" / "smoke").is_dir(), f"{dest}: the smoke study has not run there"
-        env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"})
-        return {"path": dest, "env": env, "seconds": None}
+        return {"path": dest, "env": project_env(dest), "seconds": None}
     dest = make_project_copy(tmp_path_factory.mktemp("smoke-study") / "project")
-    env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"})
+    env = project_env(dest)
     start = time.perf_counter()
     run(["snakemake", "--cores", "2", "--config", "params=params/smoke.yaml"], dest, env)
     return {"path": dest, "env": env, "seconds": time.perf_counter() - start}

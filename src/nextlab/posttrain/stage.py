@@ -48,7 +48,6 @@ from nextlab.qa.answers import greedy_answers
 from nextlab.qa.codec import QACodec, answer_end
 from nextlab.qa.grading import grade, is_abstention
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
-from nextlab.qa.metrics import auroc, ece
 from nextlab.tokenizer.bpe import CONFIDENCE_ID
 from nextlab.train.checkpoint import save_checkpoint
 from nextlab.train.device import resolve_device
@@ -218,9 +217,6 @@ def run_sft_confidence(
     # calibration split's questions: the starting point the calibrated scheme's results build on.
     held = greedy_answers(model, codec, held_rows["question"].tolist(), held_rows["answer"].tolist(),
                           pt.max_answer_tokens)
-    attempted = held[held["grade"] != "abstain"]
-    stated_ok = attempted["stated_confidence"].notna()
-    right = (attempted["grade"] == "correct").to_numpy()
     tail = curve[-min(FINAL_WINDOW, len(curve)):]
     metrics = {
         "examples": len(examples),
@@ -231,9 +227,12 @@ def run_sft_confidence(
         "heldout_accuracy": float((held["grade"] == "correct").mean()),
         "heldout_abstention": float((held["grade"] == "abstain").mean()),
         "stated_format_rate": float(held["stated_confidence"].notna().mean()),
-        "stated_auroc": auroc(attempted["stated_confidence"][stated_ok].to_numpy(), right[stated_ok.to_numpy()]),
-        "stated_ece": ece(attempted["stated_confidence"][stated_ok].to_numpy(), right[stated_ok.to_numpy()]),
     }
+    # The answers themselves, for calibration metrics where they belong (the evaluation layer):
+    # this stage stays free of them, so editing a metric reruns evaluation, not post-training.
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(out_dir) / "heldout.parquet") as tmp:
+        held.assign(question_id=held_rows["question_id"].to_numpy()).to_parquet(tmp, index=False)
     _write_finetuned(out_dir, model, tok_hash, p.confidence_steps, p, study.seed, "sft_confidence", model_name,
                      curve, metrics, seconds)
     return metrics | {"seconds": seconds}

@@ -18,7 +18,6 @@ declare them before anything runs); `check` verifies a figure's inputs before it
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import pkgutil
 import re
@@ -124,13 +123,17 @@ def figure(name: str, *, stage: str, claim: str, title: str, caption: str, per: 
 
 
 def load_figures() -> dict[str, Figure]:
-    """Import every module of `nextlab.report.figures` (each registers its figures), in stage order."""
+    """Import every module of `nextlab.report.figures` (each registers its figures on import).
+
+    The package imports its modules by name; one present but not listed there is an error, since
+    its figures would silently be missing and its edits would not rerun the report."""
     import nextlab.report.figures as package
 
-    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
-    order = {stage: i for i, stage in enumerate(STAGES)}
-    for name in sorted(names, key=lambda n: (order.get(n, len(order)), n)):
-        importlib.import_module(f"{package.__name__}.{name}")
+    present = {m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")}
+    unlisted = sorted(name for name in present if not hasattr(package, name))
+    if unlisted:
+        raise ImportError(f"nextlab.report.figures: module(s) {unlisted} are not imported by the package's "
+                          "__init__.py; list them there")
     return FIGURES
 
 
