@@ -413,7 +413,14 @@ def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[St
     logged; the run ends FINISHED, FAILED when the block raises, KILLED when it is interrupted.
     """
     run = StageRun()
-    if not _tracking_off(study):
+    off = _tracking_off(study)
+    if not off and not os.environ.get(PARENT_ENV):
+        # Run by hand, not under an invocation that already probed: one quick probe here.
+        off = unreachable()
+        if off:
+            log.warning("MLflow tracking is off, this job is not tracked (results are kept; `nextlab relog` "
+                        "sends them later): %s", off)
+    if not off:
         try:
             client = _client()
             invocation = _read_json(invocation_file(study, logs_root)) or {}

@@ -44,7 +44,10 @@ def load(args: argparse.Namespace, uses_torch: bool = True) -> Study:
             raise ParamsError(f"--job: not valid JSON ({err.msg} at character {err.pos})") from None
         study = study_from_sections(sections, "--job")
     else:
+        from nextlab.config.resources import check_fits
+
         study = load_study(args.params)
+        check_fits(study, str(args.params))
     if uses_torch and getattr(args, "threads", None):
         import torch
 

@@ -109,25 +109,26 @@ def validate_study(raw: Any, source: str = "<params>") -> Study:
         raise ParamsError(f"{source}: " + ("\n  ".join(lines) if len(lines) > 1 else lines[0])) from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
-    the last one silently, so a duplicated `steps:` would quietly override the first)."""
-
-
-def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+def _duplicate_key(node: yaml.Node, path: str = "") -> str | None:
+    """The first key given twice in one mapping, as its dotted path with both lines (PyYAML would
+    keep the last value silently, so a duplicated `steps:` would quietly override the first)."""
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            where = f"{path}.{key}" if path else key
+            if key in lines:
+                return f"{where} is given twice (lines {lines[key]} and {key_node.start_mark.line + 1})"
+            lines[key] = key_node.start_mark.line + 1
+            found = _duplicate_key(value_node, where)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def load_study(path: str | os.PathLike) -> Study:
@@ -136,7 +137,11 @@ def load_study(path: str | os.PathLike) -> Study:
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        text = path.read_text(encoding="utf-8")
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
+        if duplicate:
+            raise ParamsError(f"{path}: {duplicate}; give each key once")
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     except UnicodeDecodeError:

@@ -71,11 +71,11 @@ def _require_some_results(instances: list[Instance], tables: Tables, study: Any,
         if not absent:
             return
         missing += [str(tables.path(p)) for p in absent if str(tables.path(p)) not in missing]
-    shown = "\n  ".join(missing[:8]) + (f"\n  ... and {len(missing) - 8} more" if len(missing) > 8 else "")
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
     raise NextlabError(
-        f"{tables.results}: no results to report on; missing:\n  {shown}\n"
-        f"Produce them with:\n  snakemake --cores 2 --config params={params_file}\n"
-        f"(or `make study STUDY={study.study}`), then run `nextlab report` again."
+        f"{tables.results}: no results to report on (missing {shown}); make them with "
+        f"`snakemake --cores 2 --config params={params_file}` (or `make study STUDY={study.study}`), "
+        "then run `nextlab report` again"
     )
 
 
