@@ -38,7 +38,7 @@ study: setup
 	dvc repro study@$(STUDY)
 
 snakemake: setup
-	snakemake --profile workflow/profiles/default --config params=params/$(STUDY).yaml
+	python workflow/scripts/study.py --config params=params/$(STUDY).yaml
 
 test: setup browser
 	$(BIN)/python -m pytest

@@ -163,3 +163,51 @@ def test_tracking_server_down_costs_seconds_and_relog_sends_later(smoke_project,
     first = run(["nextlab", "relog", "--results", str(out)], smoke_project["path"], env)
     again = run(["nextlab", "relog", "--results", str(out)], smoke_project["path"], env)
     assert "sent 1 run(s), 0 already" in first.stdout and "sent 0 run(s), 1 already" in again.stdout
+
+
+LICENSES = Path("/usr/share/common-licenses")  # plain-text documents every Debian system ships
+
+
+def _user_study(root: Path, name: str, mode: str) -> str:
+    corpus = root / "corpora" / "licenses"
+    if not corpus.exists():
+        corpus.mkdir(parents=True)
+        for path in sorted(LICENSES.iterdir()):
+            if path.is_file() and not path.is_symlink():
+                (corpus / f"{path.name}.txt").write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    text = (root / SMOKE).read_text().replace("study: smoke", f"study: {name}")
+    text = text.replace("  n_unseen: 16", f"  n_unseen: 16\n  user_corpus: {{path: corpora/licenses, mode: {mode}}}")
+    (root / "params" / f"{name}.yaml").write_text(text)
+    return f"params/{name}.yaml"
+
+
+@pytest.mark.skipif(not LICENSES.is_dir(), reason="needs Debian's /usr/share/common-licenses")
+def test_user_corpus_replace_and_add(tmp_path):
+    root = make_project_copy(tmp_path / "user")
+    env = project_env(root)
+    replace = _user_study(root, "licenses", "replace")
+    proc = run(["snakemake", "--cores", "2", "--config", f"params={replace}"], root, env)
+    assert "data.user_corpus.mode is 'replace'" in proc.stderr
+    results = root / "results" / "licenses"
+    stats = json.loads((results / "data/stats.json").read_text())
+    assert stats["people"] == 0 and stats["user_documents"] > 0 and stats["bio_documents"] == 0
+    metrics = json.loads((results / "models/tiny/pretrain/metrics.json").read_text())
+    assert metrics["val_loss"] < metrics["train_loss"] + 5 and not (results / "models/tiny/pretrain/facts.csv").exists()
+    assert not (results / "evaluate").exists() and not (results / "models/tiny/sft").exists()
+    report = (root / "reports/licenses/report.md").read_text()
+    assert "Next-token loss while pretraining" in report
+    project = {"path": root, "env": env}
+    assert planned(project, replace) == {}
+    corpus = root / "corpora" / "licenses"
+    with open(corpus / "GPL-3.txt", "a", encoding="utf-8") as f:
+        f.write("\nOne more line of the user's own text.\n")
+    assert {"data", "tokenize", "train", "report"} <= set(planned(project, replace))
+    (corpus / "extra.txt").write_text("A new document the user added.\n", encoding="utf-8")
+    assert "data" in planned(project, replace)
+
+    add = _user_study(root, "licenses-add", "add")
+    run(["snakemake", "--cores", "2", "--config", f"params={add}", "--until", "train"], root, env)
+    results = root / "results" / "licenses-add"
+    stats = json.loads((results / "data/stats.json").read_text())
+    assert stats["people"] == 40 and stats["user_documents"] > 0 and stats["bio_documents"] > 0
+    assert (results / "models/tiny/pretrain/facts.csv").is_file()

@@ -71,6 +71,7 @@ class Figure:
     make: Callable[..., Drawn]
     when: Callable[[dict[str, str]], bool] | None = None
     appendix: bool = False  # one of many per-run figures: listed after the claims, not inside them
+    world: bool = False  # reads the synthetic world's facts (absent when a user corpus replaces it)
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,12 @@ FIGURES: dict[str, Figure] = {}
 def figure(name: str, *, stage: str, claim: str, title: str, caption: str, per: tuple[str, ...] = (),
            needs: list[Need] | tuple[Need, ...] = (),
            when: Callable[[dict[str, str]], bool] | None = None,
-           appendix: bool = False) -> Callable[[Callable[..., Drawn]], Callable[..., Drawn]]:
+           appendix: bool = False, world: bool = False) -> Callable[[Callable[..., Drawn]], Callable[..., Drawn]]:
     """Register the decorated function `make(tables, **labels) -> Drawn` as a figure.
 
     `when(labels)` keeps only some factor combinations (e.g. schemes that post-train); `appendix`
-    places a per-run figure after the claims in the report document."""
+    places a per-run figure after the claims in the report document; `world` marks a figure of the
+    synthetic world's facts, left out of a study whose user corpus replaces the world."""
     if stage not in STAGES:
         raise ValueError(f"figure {name!r}: stage {stage!r} is not one of {STAGES}")
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
@@ -116,7 +118,8 @@ def figure(name: str, *, stage: str, claim: str, title: str, caption: str, per: 
     def register(make: Callable[..., Drawn]) -> Callable[..., Drawn]:
         if name in FIGURES:
             raise ValueError(f"figure {name!r} is registered twice")
-        FIGURES[name] = Figure(name, stage, claim, title, caption, tuple(per), tuple(needs), make, when, appendix)
+        FIGURES[name] = Figure(name, stage, claim, title, caption, tuple(per), tuple(needs), make, when, appendix,
+                               world)
         return make
 
     return register
@@ -165,6 +168,8 @@ def plan(study: Any, stages: list[str] | tuple[str, ...] | None = None,
         if stages is not None and fig.stage not in stages:
             continue
         if only and fig.name not in only:
+            continue
+        if fig.world and not study.data.synthetic:
             continue
         for combo in itertools.product(*(values[f] for f in fig.per)):
             labels = dict(zip(fig.per, combo))

@@ -19,6 +19,7 @@ QA_COLUMNS = ("question_id", "mentions", "split", "seen")
     "appears in the pretraining corpus (k), stacked by the split that later asks about them. "
     "Never-seen names (k = 0) are in no biography.",
     needs=[Need(QA, QA_COLUMNS), Need("data/stats.json", ("singleton_rate",))],
+    world=True,
 )
 def mentions(tables) -> Drawn:
     import pandas as pd

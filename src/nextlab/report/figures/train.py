@@ -71,6 +71,7 @@ def loss(tables, model: str) -> Drawn:
     "fresh, never-trained biography; 'qa': the greedy answer to a held-out question matches. "
     "Bars: 95% Wilson intervals.",
     needs=[Need(FACTS, FACTS_COLUMNS)],
+    world=True,
 )
 def facts(tables, model: str) -> Drawn:
     import pandas as pd
