@@ -124,16 +124,20 @@ def test_killed_study_unlocks_resumes_and_marks_runs_killed(smoke_project, tmp_p
     study = subprocess.Popen(cmd, cwd=project, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: any((project / ".snakemake/locks").glob("*")), 60, "Snakemake's lock")
-    summary_log = project / "logs/smoke/evaluate/tiny/summary.log"
-    _wait_for(lambda: summary_log.exists(), 120, "the summary job to start")
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("nextlab/smoke")
+
+    def summary_running() -> bool:
+        return bool(client.search_runs([experiment.experiment_id], "attributes.run_name = 'evaluate/tiny/summary' "
+                                       "and attributes.status = 'RUNNING'"))
+
+    _wait_for(summary_running, 180, "the summary job's run to open")
     os.killpg(study.pid, signal.SIGKILL)  # Snakemake and its job, as a power cut would
     study.wait()
     assert any((project / ".snakemake/locks").glob("*"))
     proc = run(cmd, project, env)
     assert "no longer running (killed?): unlocking and resuming" in proc.stderr
     assert (project / "results/smoke/evaluate/tiny/summary/metrics.json").stat().st_size > 0
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name("nextlab/smoke")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     summaries = [r for r in runs if r.info.run_name == "evaluate/tiny/summary"]
     assert sorted(r.info.status for r in summaries) == ["FINISHED", "FINISHED", "KILLED"]
