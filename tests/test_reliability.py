@@ -215,3 +215,18 @@ def test_user_corpus_replace_and_add(tmp_path):
     stats = json.loads((results / "data/stats.json").read_text())
     assert stats["people"] == 40 and stats["user_documents"] > 0 and stats["bio_documents"] > 0
     assert (results / "models/tiny/pretrain/facts.csv").is_file()
+
+
+def test_a_failing_job_leaves_the_last_good_outputs(smoke_project, tmp_path):
+    """Snakemake keeps a job's outputs while it reruns (`kept()`), and puts them back when it fails."""
+    project = tmp_path / "failing"
+    shutil.copytree(smoke_project["path"], project, symlinks=True)
+    env = project_env(project)
+    findings = project / "results/smoke/report/findings.json"
+    html = project / "reports/smoke/report.html"
+    before = findings.read_bytes(), html.read_bytes()
+    figure = project / "src/nextlab/report/figures/train.py"
+    figure.write_text(figure.read_text().replace("    import pandas as pd\n", "    raise RuntimeError('broken figure')\n", 1))
+    proc = run(["snakemake", "--cores", "2", "--config", f"params={SMOKE}"], project, env, check=False)
+    assert proc.returncode != 0 and "Restored previous version" in proc.stderr + proc.stdout
+    assert (findings.read_bytes(), html.read_bytes()) == before

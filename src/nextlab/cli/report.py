@@ -39,6 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from nextlab.errors import NextlabError
     from nextlab.provenance import data_hash_of
     from nextlab.report import build_report
     from nextlab.tracking import Job, tracked
@@ -59,16 +60,19 @@ def run(args: argparse.Namespace) -> int:
     with tracked(study, job) as run:
         report = build_report(study, results, out, data_out=data_out, params_file=args.params,
                               stages=_names(args.stages), only=None)
+        _log_figures(report)
+        if report.failed:
+            names = ", ".join(r.instance.figure.name for r in report.failed)
+            raise NextlabError(f"{len(report.failed)} figure(s) failed to draw ({names}); see the log above")
         job.params = {"figures": len(report.figures)}
         job.artifacts = [os.path.relpath(report.html, data_out)] + [
             [os.path.relpath(r.png, data_out), "figures"] for r in report.figures]
         tracked_run = run.active
-    _log_figures(report)
     log.info("report: %d/%d figures in %.1fs -> %s, %s", sum(r.status == "ok" for r in report.figures),
              len(report.figures), report.seconds, report.markdown, report.html)
     if tracked_run:
         _share_views(study)
-    return 1 if report.failed else 0
+    return 0
 
 
 def _log_figures(report) -> None:
