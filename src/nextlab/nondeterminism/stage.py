@@ -156,8 +156,10 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
         with atomic_path(out / f"{name}.parquet") as tmp:
             table.to_parquet(tmp, index=False)
     write_json(out / "env.json", {**factors, **env})
+    # Decoding speed differs run to run: it lives in timing.json, apart from what was measured.
+    speed = {k: metrics.pop(k) for k in list(metrics) if k.startswith(("tokens_per_s_", "invariant_slowdown_"))}
     write_json(out / "metrics.json", metrics)
-    write_json(out / "timing.json", {"seconds": seconds})
+    write_json(out / "timing.json", {"seconds": seconds, **speed})
     # The per-batch-size metrics (`<key>_b<size>`) as one row per batch size: curves over it.
     by_batch = [{"batch_size": b, **{k.removesuffix(f"_b{b}"): v for k, v in metrics.items() if k.endswith(f"_b{b}")}}
                 for b in p.batch_sizes]

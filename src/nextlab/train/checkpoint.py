@@ -64,8 +64,10 @@ def save_checkpoint(
         "tokenizer_hash": tokenizer_hash,
         "extra": extra or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    # Through a file object: given a path, torch.save names the archive's records after the (random)
+    # temporary file, and two identical checkpoints would differ in bytes.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(ckpt, f)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
