@@ -212,13 +212,16 @@ def _run_case(case: Case, project: dict, root: Path) -> dict:
     else:
         argv = ["nextlab", *(case.argv(folder) if case.argv else ["data", "--params", str(params), "--out",
                                                                  str(folder / "out")])]
-    proc = run(argv, project["path"], project["env"], check=False, timeout=120)
+    env = {**project["env"], "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}  # the study's runs stay clean
+    proc = run(argv, project["path"], env, check=False, timeout=120)
     return {"proc": proc, "folder": folder}
 
 
 @pytest.fixture(scope="module")
 def outcomes(smoke_project, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad-input")
+    run(["nextlab", "relog", "--dry-run", "--results", str(smoke_project["path"] / "results" / "smoke")],
+        smoke_project["path"], {**smoke_project["env"], "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
     results = smoke_project["path"] / "results"
     before = _manifest(results)
     with ThreadPoolExecutor(2) as pool:

@@ -424,9 +424,11 @@ def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[St
         try:
             client = _client()
             invocation = _read_json(invocation_file(study, logs_root)) or {}
+            if invocation.get("tracking_uri") != tracking_uri():
+                invocation = {}  # another store's ids
             experiment_id = invocation.get("experiment_id") or ensure_experiment(client, study)
             tags = job.record(study)["tags"]
-            parent = os.environ.get(PARENT_ENV) or invocation.get("parent_run_id")
+            parent = os.environ.get(PARENT_ENV)  # only a job of a running invocation is its child
             if parent:
                 tags["mlflow.parentRunId"] = parent
             run = StageRun(client, client.create_run(experiment_id, run_name=job.name, tags=tags).info.run_id)
@@ -439,7 +441,8 @@ def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[St
     except KeyboardInterrupt:
         run.end("KILLED")
         raise
-    except BaseException:
+    except BaseException as err:
+        run.set_tags({"nextlab.error": str(err)[:500]})
         run.end("FAILED")
         raise
     record = job.record(study)  # now, with what the stage found out (e.g. the data hash it made)

@@ -1,6 +1,6 @@
 # Shared helpers. `P` is the validated Study (see the Snakefile); every path is under the study.
 #
-# Every rule passes its job two params, and Snakemake reruns the job when either changes:
+# Each job gets two params, and Snakemake reruns the job when either changes -
 #   job=   the params sections the stage reads, as JSON (`nextlab <stage> --job ...`): the job's
 #          only source of params, so a result follows exactly the params it was made from, and an
 #          unrelated edit (or renaming the params file) reruns nothing;
