@@ -198,15 +198,23 @@ def start_invocation(study: Any, logs_root: Path = Path("logs"), pid: int | None
     return info
 
 
-def end_invocation(study: Any, status: str = "FINISHED", logs_root: Path = Path("logs")) -> None:
+def end_invocation(study: Any, status: str = "FINISHED", logs_root: Path = Path("logs"),
+                   results_root: Path = Path("results")) -> None:
+    """Send the records of the invocation's jobs (every one the server lacks, also those of an
+    earlier invocation that was cut off), then close its parent run."""
     path = invocation_file(study, logs_root)
     info = _read_json(path)
     if not info or os.environ.get(OFF_ENV) or not study.tracking.enabled:
         return
     try:
+        results = results_root / study.study
+        if find_records(results):
+            counts = relog(results, parent_run_id=info["parent_run_id"])
+            log.info("MLflow: sent %d job run(s) (%d were there already)", counts["sent"], counts["present"])
         _client().set_terminated(info["parent_run_id"], status=status)
     except Exception as err:
-        log.warning("could not close the pipeline's MLflow run: %s", err)
+        log.warning("could not send the jobs' runs or close the pipeline's MLflow run (results are kept; "
+                    "`nextlab relog --results results/%s` sends them later): %s", study.study, err)
     info["status"] = status
     write_json(path, info)
 
@@ -239,6 +247,7 @@ class Job:
     metrics: list[str] = field(default_factory=lambda: ["metrics.json"])
     curves: list[str] = field(default_factory=list)
     artifacts: list[Any] = field(default_factory=list)
+    live: bool = False  # a long job: its run is open (and its curve streamed) while it works
 
     def record(self, study: Any) -> dict[str, Any]:
         commit, dirty = git_state()
@@ -253,7 +262,7 @@ class Job:
             "nextlab.data_hash": self.data_hash or "",
             **{k: str(v) for k, v in self.tags.items()},
         }
-        body = {k: v for k, v in asdict(self).items() if k not in ("out", "tags")}
+        body = {k: v for k, v in asdict(self).items() if k not in ("out", "tags", "live")}
         return {"format": RECORD_FORMAT, "version": RECORD_VERSION, "experiment": experiment_name(study),
                 **body, "tags": tags}
 
@@ -405,36 +414,44 @@ def _terminate_on_sigterm() -> None:
         pass
 
 
+def _open_run(study: Any, job: Job, logs_root: Path) -> StageRun:
+    try:
+        client = _client()
+        invocation = _read_json(invocation_file(study, logs_root)) or {}
+        if invocation.get("tracking_uri") != tracking_uri():
+            invocation = {}  # another store's ids
+        experiment_id = invocation.get("experiment_id") or ensure_experiment(client, study)
+        tags = job.record(study)["tags"]
+        parent = os.environ.get(PARENT_ENV)  # only a job of a running invocation is its child
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        return StageRun(client, client.create_run(experiment_id, run_name=job.name, tags=tags).info.run_id)
+    except Exception as err:
+        log.warning("MLflow unavailable at %s, this job is not tracked (results are kept; "
+                    "`nextlab relog` sends them later): %s", tracking_uri(), err)
+        return StageRun()
+
+
 @contextmanager
 def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[StageRun]:
-    """Run a stage inside its MLflow run (a child of the invocation's parent run, if any).
+    """Run a stage at the edge of tracking; on success write its record, `<out>/run.json`.
 
-    On success the job's record is written to `<out>/run.json` (tracked or not) and its files are
-    logged; the run ends FINISHED, FAILED when the block raises, KILLED when it is interrupted.
+    A `live` job (a long one: pretraining) opens its MLflow run first and streams its curve; the run
+    ends FINISHED, FAILED when the block raises, KILLED when it is interrupted. Any other job only
+    writes its record: under a pipeline invocation the invocation sends every new record when it
+    ends (so a short job never pays MLflow's seconds of start-up), and run by hand it is sent at
+    once. Either way a record the server already has is never sent twice.
     """
     run = StageRun()
+    invocation = bool(os.environ.get(PARENT_ENV))
     off = _tracking_off(study)
-    if not off and not os.environ.get(PARENT_ENV):
-        # Run by hand, not under an invocation that already probed: one quick probe here.
-        off = unreachable()
+    if not off and not invocation and (job.live or study.tracking.enabled):
+        off = unreachable()  # run by hand, not under an invocation that already probed
         if off:
             log.warning("MLflow tracking is off, this job is not tracked (results are kept; `nextlab relog` "
                         "sends them later): %s", off)
-    if not off:
-        try:
-            client = _client()
-            invocation = _read_json(invocation_file(study, logs_root)) or {}
-            if invocation.get("tracking_uri") != tracking_uri():
-                invocation = {}  # another store's ids
-            experiment_id = invocation.get("experiment_id") or ensure_experiment(client, study)
-            tags = job.record(study)["tags"]
-            parent = os.environ.get(PARENT_ENV)  # only a job of a running invocation is its child
-            if parent:
-                tags["mlflow.parentRunId"] = parent
-            run = StageRun(client, client.create_run(experiment_id, run_name=job.name, tags=tags).info.run_id)
-        except Exception as err:
-            log.warning("MLflow unavailable at %s, this job is not tracked (results are kept; "
-                        "`nextlab relog` sends them later): %s", tracking_uri(), err)
+    if not off and job.live:
+        run = _open_run(study, job, logs_root)
     _terminate_on_sigterm()
     try:
         yield run
@@ -447,8 +464,13 @@ def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[St
         raise
     record = job.record(study)  # now, with what the stage found out (e.g. the data hash it made)
     write_json(job.out / RECORD_FILE, record)
-    send(run, job.out, record, curves=not run.streamed)
-    run.end("FINISHED")
+    if run.active:
+        send(run, job.out, record, curves=not run.streamed)
+        run.end("FINISHED")
+    elif not off and not invocation:
+        run = _open_run(study, job, logs_root)
+        send(run, job.out, record)
+        run.end("FINISHED")
 
 
 # ---- sending a results folder again ---------------------------------------------------------------
@@ -458,11 +480,25 @@ def find_records(results: Path) -> list[Path]:
     return sorted(path.parent for path in Path(results).rglob(RECORD_FILE))
 
 
-def relog(results: Path, dry_run: bool = False) -> dict[str, int]:
+def _sent_digests(client: Any, experiment_id: str) -> set[str]:
+    """The record digests the finished runs of an experiment carry (one query, not one per job)."""
+    digests, token = set(), None
+    while True:
+        page = client.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                  max_results=5000, page_token=token)
+        digests |= {r.data.tags[RECORD_TAG] for r in page if RECORD_TAG in r.data.tags}
+        token = page.token
+        if not token:
+            return digests
+
+
+def relog(results: Path, dry_run: bool = False, parent_run_id: str | None = None) -> dict[str, int]:
     """Send every job of a results folder that the tracking server lacks; skip the ones it has.
 
     A job counts as present when a FINISHED run in its experiment carries its record digest, so
-    relogging twice sends nothing the second time. Returns counts of `sent` and `present` runs."""
+    relogging twice sends nothing the second time. The runs sent become children of
+    `parent_run_id` (an invocation sending its jobs), else of a new `relog/<time>` run. Returns
+    counts of `sent` and `present` runs."""
     from nextlab.errors import InputFileError, NextlabError
 
     folders = find_records(results)
@@ -474,6 +510,7 @@ def relog(results: Path, dry_run: bool = False) -> dict[str, int]:
     client = _client()
     counts = {"sent": 0, "present": 0}
     parents: dict[str, str] = {}
+    sent: dict[str, set[str]] = {}
     for folder in folders:
         record = _read_json(folder / RECORD_FILE)
         if not record or record.get("format") != RECORD_FORMAT:
@@ -481,22 +518,26 @@ def relog(results: Path, dry_run: bool = False) -> dict[str, int]:
         digest = record_digest(folder, record)
         experiment = client.get_experiment_by_name(record["experiment"])
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(record["experiment"])
-        found = client.search_runs([experiment_id], filter_string=f"tags.`{RECORD_TAG}` = '{digest}' "
-                                   "and attributes.status = 'FINISHED'", max_results=1)
-        if found:
+        if experiment_id not in sent:
+            sent[experiment_id] = _sent_digests(client, experiment_id)
+        if digest in sent[experiment_id]:
             counts["present"] += 1
             continue
         counts["sent"] += 1
         if dry_run:
             continue
         if experiment_id not in parents:
-            parents[experiment_id] = client.create_run(
+            parents[experiment_id] = parent_run_id or client.create_run(
                 experiment_id, run_name=f"relog/{time.strftime('%Y%m%d-%H%M%S')}",
                 tags={"nextlab.stage": "relog", "nextlab.results": str(results)}).info.run_id
-        tags = {**record["tags"], "mlflow.parentRunId": parents[experiment_id], "nextlab.relogged": "true"}
+        tags = {**record["tags"], "mlflow.parentRunId": parents[experiment_id]}
+        if not parent_run_id:
+            tags["nextlab.relogged"] = "true"
         run = StageRun(client, client.create_run(experiment_id, run_name=record["name"], tags=tags).info.run_id)
         send(run, folder, record)
         run.end("FINISHED")
+        sent[experiment_id].add(digest)
     for parent in parents.values():
-        client.set_terminated(parent, "FINISHED")
+        if parent != parent_run_id:
+            client.set_terminated(parent, "FINISHED")
     return counts
