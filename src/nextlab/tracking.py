@@ -402,6 +402,16 @@ def send(run: StageRun, folder: Path, record: dict[str, Any], curves: bool = Tru
     run.set_tags({**record["tags"], RECORD_TAG: record_digest(folder, record)})
 
 
+def _seconds_since_start() -> float:
+    """How long this process has run (Linux: its start tick against the boot clock); start-up is
+    the time to reach the stage's work."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return float("nan")
+
+
 def _terminate_on_sigterm() -> None:
     """Turn SIGTERM (what a scheduler or Snakemake sends) into an exception, so the run is closed
     as KILLED rather than left RUNNING."""
@@ -442,6 +452,8 @@ def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[St
     ends (so a short job never pays MLflow's seconds of start-up), and run by hand it is sent at
     once. Either way a record the server already has is never sent twice.
     """
+    entered = time.time()
+    startup = _seconds_since_start()
     run = StageRun()
     invocation = bool(os.environ.get(PARENT_ENV))
     off = _tracking_off(study)
@@ -462,6 +474,7 @@ def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[St
         run.set_tags({"nextlab.error": str(err)[:500]})
         run.end("FAILED")
         raise
+    worked = time.time()
     record = job.record(study)  # now, with what the stage found out (e.g. the data hash it made)
     write_json(job.out / RECORD_FILE, record)
     if run.active:
@@ -471,6 +484,9 @@ def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[St
         run = _open_run(study, job, logs_root)
         send(run, job.out, record)
         run.end("FINISHED")
+    # One line per job that `benchmarks/study_time.py` reads back from the job's log.
+    log.info("job timing: start-up %.2f s, work %.2f s, tracking %.2f s", startup, worked - entered,
+             time.time() - worked)
 
 
 # ---- sending a results folder again ---------------------------------------------------------------
