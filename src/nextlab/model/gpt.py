@@ -244,11 +244,17 @@ class GPT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         past_kv: KVCache | None = None,
         use_cache: bool = False,
+        *,
+        positions: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, KVCache]:
         """Logits (B, T, vocab) for token ids `idx` (B, T); with `use_cache`, also the new cache.
 
         attention_mask: (B, T_past + T), 1 = real token, 0 = padding; None means all real.
         past_kv: the cache returned by a previous call; `idx` then holds only the new tokens.
+        positions, allowed: for sequences that are not one line of text (a tree of continuations
+        scored in one pass): each token's position (B, T), and which keys each query may attend to,
+        a boolean (B, 1, T, T_past + T) that replaces the causal and padding masks.
         """
         B, T = idx.shape
         past_len = past_kv[0][0].size(2) if past_kv else 0
@@ -256,13 +262,13 @@ class GPT(nn.Module):
         if attention_mask is not None and attention_mask.shape != (B, total):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, total)}")
 
-        if attention_mask is None:
+        if positions is None and attention_mask is None:
             positions = torch.arange(past_len, total, device=idx.device).expand(B, T)
-        else:
+        elif positions is None:
             # Count only real tokens, so left padding does not shift positions.
             positions = (attention_mask.long().cumsum(1) - 1).clamp(min=0)[:, past_len:]
         # total <= block_size bounds every position without reading the tensor (no device sync).
-        if total > self.config.block_size and self.config.positional != "none":
+        if (total > self.config.block_size or allowed is not None) and self.config.positional != "none":
             top = int(positions.max())
             if top >= self.config.block_size:
                 raise ValueError(f"position {top} is beyond block_size={self.config.block_size}")
@@ -276,7 +282,7 @@ class GPT(nn.Module):
             # (B, T, hs/2) -> (B, 1, T, hs/2): broadcast over heads
             rotary = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))
 
-        mask = self._attention_mask(attention_mask, B, T, past_len, idx.device)
+        mask = allowed if allowed is not None else self._attention_mask(attention_mask, B, T, past_len, idx.device)
         cache: KVCache = []
         for i, block in enumerate(self.blocks):
             x, layer_cache = block(x, mask, rotary, past_kv[i] if past_kv else None)
