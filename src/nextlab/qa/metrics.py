@@ -137,11 +137,27 @@ def auroc(conf: np.ndarray, y: np.ndarray) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    from scipy.stats import rankdata  # scipy costs ~1 s to import; only AUROC and scaling need it
-
-    ranks = rankdata(np.asarray(conf, float))
+    ranks = average_ranks(np.asarray(conf, float))
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2
     return float(u / (n_pos * n_neg))
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties given the mean of the ranks they span (what `scipy.stats.rankdata` does,
+    without scipy's second of import time in every evaluation job).
+
+    >>> average_ranks(np.array([0.9, 0.8, 0.3, 0.8])).tolist()
+    [4.0, 2.5, 1.0, 2.5]
+    """
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
+    group = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], len(x)] - 1
+    ranks = np.empty(len(x))
+    ranks[order] = (first[group] + last[group]) / 2 + 1
+    return ranks
 
 
 def accuracy_coverage(conf: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -210,11 +226,30 @@ def fit_temperature(conf: np.ndarray, y: np.ndarray, bounds: tuple[float, float]
     def loss(log_t: float) -> float:
         return nll(1.0 / (1.0 + np.exp(-logits / math.exp(log_t))), y)
 
-    from scipy.optimize import minimize_scalar
+    return float(math.exp(golden_section(loss, math.log(bounds[0]), math.log(bounds[1]))))
 
-    result = minimize_scalar(loss, bounds=(math.log(bounds[0]), math.log(bounds[1])), method="bounded",
-                             options={"xatol": 1e-5})
-    return float(math.exp(result.x))
+
+def golden_section(f, lo: float, hi: float, tol: float = 1e-6) -> float:
+    """The minimiser of a unimodal `f` on [lo, hi], to within `tol` (the NLL of temperature-scaled
+    confidences is convex in log T).
+
+    >>> round(golden_section(lambda x: (x - 0.3) ** 2, -1.0, 2.0), 5)
+    0.3
+    """
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+    return (a + b) / 2
 
 
 # ---- behavioural calibration ------------------------------------------------------------------
