@@ -271,3 +271,21 @@ def test_training_run_is_logged_to_mlflow(tmp_path, smoke_inputs, monkeypatch):
     assert "val_perplexity" in run.data.metrics and "mfu" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss.png", "metrics.json", "curve.csv", "model"} <= artifacts
+
+
+def test_logging_in_windows_changes_no_number(tmp_path):
+    """The GPU path reads losses once per window of steps; on the CPU it must give the same curve
+    and weights as one step per window (only `tokens_per_s`, a window average, differs)."""
+    tokens = np.random.default_rng(1).integers(0, 32, 400).astype(np.uint16)
+    data = TokenData(tokens, "toy")
+    params = TrainParams(steps=23, batch_size=4, lr=1e-2, warmup_steps=3, eval_every=7, checkpoint_every=11)
+    config = GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, d_model=32)
+    outcomes, weights = [], []
+    for window in (1, 5):
+        state = new_state(config, params, 0, torch.device("cpu"))
+        out = train(state, data, data, params, checkpoint_path=tmp_path / f"last{window}.pt", tokenizer_hash="x",
+                    seed=0, progress=False, log_window=window)
+        outcomes.append([{k: r[k] for k in ("step", "lr", "train_loss", "val_loss")} for r in out.curve])
+        weights.append(state.model.state_dict())
+    assert outcomes[0] == outcomes[1] and [r["step"] for r in outcomes[0]] == list(range(24))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

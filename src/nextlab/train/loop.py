@@ -45,6 +45,10 @@ TRAJECTORY_KEYS = (
 )
 
 
+# Steps per logged window on a GPU (see `train`): one host-device sync per window, not per step.
+LOG_WINDOW = 10
+
+
 def trajectory_config(params: TrainParams, seed: int) -> dict[str, Any]:
     full = params.model_dump(mode="json")
     return {"seed": seed, **{key: full[key] for key in TRAJECTORY_KEYS}}
@@ -183,11 +187,13 @@ def train(
     peak_flops: float | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     progress: bool | None = None,
+    log_window: int | None = None,
 ) -> TrainOutcome:
     """Run steps `state.step + 1 .. params.steps`; return the final figures.
 
     `on_step(row)` sees every curve row (`step`, `lr`, `train_loss`, `tokens_per_s`, and
     `val_loss` on evaluation steps) after it is recorded: the caller's hook for tracking.
+    `log_window`: steps per host-device sync (default 1 on the CPU, `LOG_WINDOW` on a GPU).
     The last checkpoint is `checkpoint_path`; the caller writes the final one.
     """
     device = state.device
@@ -218,53 +224,79 @@ def train(
         record({"step": 0, "lr": 0.0, "train_loss": None, "val_loss": validate(), "tokens_per_s": None})
 
     bar = _progress(params.steps, state.step, progress)
+    # On a GPU the host must not wait for every step: reading the loss (`.item()`) or timing a step
+    # syncs the device and starves it. Steps are therefore logged in windows: the losses stay on
+    # the device until the window ends, one sync times the window, and the host builds the next
+    # batch (pinned, copied without blocking) while the device still computes. On the CPU, where
+    # nothing is asynchronous, the window is one step and every row is timed on its own.
+    window = log_window or (1 if device.type == "cpu" else LOG_WINDOW)
+    pending: list[tuple[dict[str, Any], torch.Tensor]] = []
     train_loss = float("nan")
-    val_loss = None
     first_step = True
+    window_start = time.perf_counter()
+
+    def flush(evaluate: bool = False) -> None:
+        """Time and record the pending steps; `evaluate`: validate after the last one (untimed)."""
+        nonlocal window_start, first_step, train_loss
+        if not pending:
+            return
+        losses = torch.stack([loss for _, loss in pending]).tolist()  # one sync for the window
+        dev.synchronize(device)
+        elapsed = time.perf_counter() - window_start
+        for (row, _), loss in zip(pending, losses):
+            if not math.isfinite(loss):
+                raise NextlabError(
+                    f"training diverged: loss is {loss} at step {row['step']}; lower train.lr "
+                    f"(now {params.lr}) or raise train.warmup_steps"
+                )
+            row["train_loss"] = loss
+            row["tokens_per_s"] = tokens_per_step * len(pending) / elapsed
+        # A process's first step pays for warm-up (allocations, compilation): leave its window out.
+        if not first_step:
+            state.train_seconds += elapsed
+            state.timed_steps += len(pending)
+        first_step = False
+        train_loss = losses[-1]
+        if evaluate:
+            pending[-1][0]["val_loss"] = validate()
+        for row, _ in pending:
+            if row["val_loss"] is not None or row["step"] == params.steps:
+                log.info("step %d/%d: train loss %.4f, val loss %s, %.0f tokens/s", row["step"], params.steps,
+                         row["train_loss"], "n/a" if row["val_loss"] is None else f"{row['val_loss']:.4f}",
+                         row["tokens_per_s"])
+            record(row)
+        bar.update(len(pending))
+        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{pending[-1][0]['tokens_per_s']:.0f}")
+        pending.clear()
+        window_start = time.perf_counter()
+
     while state.step < params.steps:
         lr = lr_at(state.step, params.lr, params.steps, params.warmup_steps, params.min_lr_ratio)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
-        dev.synchronize(device)
-        start = time.perf_counter()
-        train_loss = 0.0
+        step_loss = torch.zeros((), dtype=torch.float64, device=device)
         for _ in range(params.grad_accum):
             x, y = train_data.batch(params.batch_size, config.block_size, state.data_generator)
-            x, y = x.to(device), y.to(device)
+            x, y = dev.to_device(x, device), dev.to_device(y, device)
             with dev.autocast(device):
                 loss = loss_fn(model(x), y) / params.grad_accum
             loss.backward()
-            train_loss += loss.item()
-        if not math.isfinite(train_loss):
-            raise NextlabError(
-                f"training diverged: loss is {train_loss} at step {state.step + 1}; lower train.lr "
-                f"(now {params.lr}) or raise train.warmup_steps"
-            )
+            step_loss += loss.detach().double()  # as float64: the sum a Python float would make
         if params.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(raw.parameters(), params.grad_clip)
         state.optimizer.step()
         state.optimizer.zero_grad(set_to_none=True)
-        dev.synchronize(device)
-        elapsed = time.perf_counter() - start
         state.step += 1
         state.tokens += tokens_per_step
-        # The first step of a process pays for warm-up (allocations, compilation): leave it out.
-        if not first_step:
-            state.train_seconds += elapsed
-            state.timed_steps += 1
-        first_step = False
 
-        row: dict[str, Any] = {"step": state.step, "lr": lr, "train_loss": train_loss,
-                               "val_loss": None, "tokens_per_s": tokens_per_step / elapsed}
-        if state.step % params.eval_every == 0 or state.step == params.steps:
-            val_loss = validate()
-            row["val_loss"] = val_loss
-            log.info("step %d/%d: train loss %.4f, val loss %s, %.0f tokens/s", state.step, params.steps,
-                     train_loss, "n/a" if val_loss is None else f"{val_loss:.4f}", row["tokens_per_s"])
-        record(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-        if state.step % params.checkpoint_every == 0 and state.step < params.steps:
+        row: dict[str, Any] = {"step": state.step, "lr": lr, "train_loss": None, "val_loss": None,
+                               "tokens_per_s": None}
+        evaluating = state.step % params.eval_every == 0 or state.step == params.steps
+        checkpointing = state.step % params.checkpoint_every == 0 and state.step < params.steps
+        pending.append((row, step_loss))
+        if len(pending) >= window or evaluating or checkpointing:
+            flush(evaluate=evaluating)
+        if checkpointing:
             save_checkpoint(
                 checkpoint_path, raw, tokenizer_hash=tokenizer_hash, step=state.step,
                 optimizer=state.optimizer, rng=state.rng_state(), train_config=train_config,
