@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator, Mapping
@@ -44,10 +45,12 @@ log = logging.getLogger(__name__)
 
 PARENT_ENV = "NEXTLAB_MLFLOW_PARENT_RUN_ID"
 OFF_ENV = "NEXTLAB_TRACKING_OFF"
+STUDY_HASH_ENV = "NEXTLAB_STUDY_PARAMS_HASH"  # the whole study's params hash, set by the workflow
 DEFAULT_URI = "sqlite:///mlflow.db"
 RECORD_FILE = "run.json"
 RECORD_FORMAT, RECORD_VERSION = "nextlab-run", 1
 RECORD_TAG = "nextlab.record"
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 PROBE_SECONDS = 3.0
 _MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 # MLflow retries a failing HTTP call 7 times with exponential back-off (minutes per call): a down
@@ -100,13 +103,24 @@ def _client():
 
 def ensure_experiment(client: Any, study: Any) -> str:
     """Create the study's experiment if missing; return its id. Call once, before parallel jobs."""
-    name = experiment_name(study)
+    return _experiment(client, experiment_name(study), study.study)
+
+
+def _experiment(client: Any, name: str, study: str) -> str:
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(name, tags={"nextlab.study": study})
+        except Exception:  # another process created it first
+            experiment_id = client.get_experiment_by_name(name).experiment_id
+    else:
+        experiment_id = experiment.experiment_id
         if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    return client.create_experiment(name, tags={"nextlab.study": study.study})
+            client.restore_experiment(experiment_id)
+    if experiment is None or experiment.tags.get(KIND_TAG) != KIND:
+        # Model development, not GenAI: the UI opens the experiment on its runs table.
+        client.set_experiment_tag(experiment_id, KIND_TAG, KIND)
+    return experiment_id
 
 
 def _tracking_off(study: Any) -> str | None:
@@ -247,6 +261,8 @@ class Job:
     metrics: list[str] = field(default_factory=lambda: ["metrics.json"])
     curves: list[str] = field(default_factory=list)
     artifacts: list[Any] = field(default_factory=list)
+    tables: list[Any] = field(default_factory=list)  # (parquet file, MLflow table artifact) pairs
+    upstream: dict[str, str] = field(default_factory=dict)  # hashes of what the job read
     live: bool = False  # a long job: its run is open (and its curve streamed) while it works
 
     def record(self, study: Any) -> dict[str, Any]:
@@ -260,6 +276,9 @@ class Job:
             "nextlab.code_hash": running_code_hash() or "",
             "nextlab.params_hash": params_hash(self.params),
             "nextlab.data_hash": self.data_hash or "",
+            **({"nextlab.study_params_hash": os.environ[STUDY_HASH_ENV]} if os.environ.get(STUDY_HASH_ENV) else {}),
+            **({"nextlab.dvc_exp": os.environ["DVC_EXP_NAME"]} if os.environ.get("DVC_EXP_NAME") else {}),
+            **{f"nextlab.upstream.{k}": v for k, v in self.upstream.items()},
             **{k: str(v) for k, v in self.tags.items()},
         }
         body = {k: v for k, v in asdict(self).items() if k not in ("out", "tags", "live")}
@@ -288,6 +307,49 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# How a results file's keys appear in MLflow: grouped with `/` (the UI's chart view draws one
+# section per group), intervals apart from the values, speed apart from the results. The files
+# keep their own names.
+_GROUPS = [
+    (re.compile(r"^(k\d+|unseen)\.(.+)$"), r"bucket/\1/\2"),
+    (re.compile(r"^score_(.+)$"), r"score/\1"),
+    (re.compile(r"^(accuracy|hallucination|abstention|accuracy_when_attempted|best_guess_accuracy)$"), r"eval/\1"),
+    (re.compile(r"^((?:cand_|stated_)?(?:ece|ece_mass|ece_ts|mce|brier|nll|auroc|aurc)|temperature)$"), r"calib/\1"),
+    (re.compile(r"^audit_(.+)$"), r"audit/\1"),
+    (re.compile(r"^(train_loss|val_loss|val_perplexity)$"), r"loss/\1"),
+    (re.compile(r"^((?:bio|qa)_acc.*)$"), r"facts/\1"),
+    (re.compile(r"^(first|final)_(.+)$"), r"\1/\2"),
+    (re.compile(r"^(tokens_per_s|ms_per_step|mfu|peak_memory_mb|seconds|\w+_seconds)$"), r"time/\1"),
+]
+# Numbers that describe a job rather than measure it: logged as params, not as metrics.
+FACTS = {"params", "flops_per_token", "threads", "peak_flops", "steps", "tokens", "examples", "n_questions",
+         "n_seeds", "vocab_size"}
+
+
+def metric_name(key: str, group: str = "") -> str:
+    """The MLflow key of a results file's key (`group`: a file's own group, e.g. `time`).
+
+    >>> metric_name("score_t0.75"), metric_name("ece_lo"), metric_name("k16.accuracy")
+    ('score/t0.75', 'ci/calib/ece_lo', 'bucket/k16/accuracy')
+    >>> metric_name("tokens_per_s", "time"), metric_name("small/binary/accuracy")
+    ('time/tokens_per_s', 'small/binary/accuracy')
+    """
+    if group:
+        return f"{group}/{key}"
+    for suffix in ("_lo", "_hi"):
+        if key.endswith(suffix):
+            return f"ci/{metric_name(key.removesuffix(suffix))}{suffix}"
+    for pattern, name in _GROUPS:
+        if pattern.match(key):
+            return pattern.sub(name, key)
+    return key.replace(".", "/")
+
+
+def _display(value: float) -> float:
+    """Six significant digits, and float noise below 1e-12 as zero (the UI prints every digit)."""
+    return 0.0 if abs(value) < 1e-12 else float(f"{value:.6g}")
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -308,6 +370,7 @@ class StageRun:
         self._metrics: list[Any] = []
         self.streamed = False
         self.curve_keys: set[str] = set()  # metrics logged per step; a metrics file's final value of one is its last step
+        self.facts: dict[str, Any] = {}  # numbers that describe the job, logged as params
 
     @property
     def active(self) -> bool:
@@ -330,26 +393,35 @@ class StageRun:
         for start in range(0, len(items), 100):
             self._safely("log_params", "log_batch", self.run_id, params=items[start : start + 100])
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
-        """Buffer the numeric metrics (nested keys joined with dots); sent by `flush`."""
+    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0, group: str = "",
+                    skip: set[str] | frozenset[str] = frozenset()) -> set[str]:
+        """Buffer the numeric metrics under their MLflow names (`metric_name`; nested keys joined
+        with dots first), but for `FACTS`, kept for the params; sent by `flush`. Returns the names."""
         if not self.active:
-            return
+            return set()
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        names = set()
         for key, value in flatten(metrics).items():
             number = _number(value)
-            if number is not None:
-                self._metrics.append(Metric(key, number, now, int(step)))
+            if number is None:
+                continue
+            if key in FACTS:
+                self.facts[key] = value
+                continue
+            name = metric_name(key, group)
+            if name not in skip:
+                self._metrics.append(Metric(name, _display(number), now, int(step)))
+                names.add(name)
         if len(self._metrics) >= 5 * _MAX_BATCH:
             self.flush()
+        return names
 
     def log_step(self, row: Mapping[str, Any]) -> None:
         """A stage's per-step hook: the row's numbers at its `step`."""
         self.streamed = True
-        values = {k: v for k, v in row.items() if k != "step"}
-        self.curve_keys |= set(values)
-        self.log_metrics(values, step=int(row["step"]))
+        self.curve_keys |= self.log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
 
     def flush(self) -> None:
         pending, self._metrics = self._metrics, []
@@ -362,6 +434,22 @@ class StageRun:
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         for start in range(0, len(items), 100):
             self._safely("set_tags", "log_batch", self.run_id, tags=items[start : start + 100])
+
+    def log_table(self, path: Path, artifact_file: str) -> None:
+        """A parquet table as an MLflow table artifact (the UI previews it)."""
+        if path.is_file() and self.active:
+            import pandas as pd
+
+            self._safely("log_table", "log_table", self.run_id, data=pd.read_parquet(path), artifact_file=artifact_file)
+
+    def log_dataset(self, experiment: str, data_hash: str, study: str) -> None:
+        """The study's data (the data stage's folder) as the run's input, its data hash the digest."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=f"{study or experiment}/data", digest=data_hash, source_type="local",
+                          source=json.dumps({"uri": f"results/{study}/data"}))
+        self._safely("log_inputs", "log_inputs", self.run_id,
+                     datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if Path(path).exists():
@@ -380,24 +468,26 @@ def _read_curve(path: Path) -> list[dict[str, Any]]:
 def send(run: StageRun, folder: Path, record: dict[str, Any], curves: bool = True) -> None:
     """Log a job's params, and its files as its record describes them (metrics, curves, artifacts),
     and tag the run with the record's tags and digest."""
-    run.log_params(record["params"])
     if curves:
         for item in record["curves"]:
-            name, prefix = (item, "") if isinstance(item, str) else item
+            name, group = (item, "") if isinstance(item, str) else item
             if (folder / name).is_file():
                 for row in _read_curve(folder / name):
                     if _number(row.get("step")) is not None:
-                        values = {f"{prefix}.{k}" if prefix else k: v for k, v in row.items() if k != "step"}
-                        run.curve_keys |= set(values)
-                        run.log_metrics(values, step=int(float(row["step"])))
-    for name in record["metrics"]:
-        path = folder / name
-        if path.is_file():
-            values = flatten(json.loads(path.read_text()))
-            run.log_metrics({k: v for k, v in values.items() if k not in run.curve_keys})
+                        values = {k: v for k, v in row.items() if k != "step"}
+                        run.curve_keys |= run.log_metrics(values, step=int(float(row["step"])), group=group)
+    for item in record["metrics"]:
+        name, group = (item, "") if isinstance(item, str) else item
+        if (folder / name).is_file():
+            run.log_metrics(json.loads((folder / name).read_text()), group=group, skip=run.curve_keys)
+    run.log_params({**record["params"], "facts": run.facts})
     for item in record["artifacts"]:
         name, artifact_dir = (item, None) if isinstance(item, str) else item
         run.log_artifact(folder / name, artifact_dir)
+    for name, artifact_file in record.get("tables", []):
+        run.log_table(folder / name, artifact_file)
+    if record.get("data_hash"):
+        run.log_dataset(record["experiment"], record["data_hash"], record["tags"].get("nextlab.study", ""))
     run.flush()
     run.set_tags({**record["tags"], RECORD_TAG: record_digest(folder, record)})
 
@@ -434,7 +524,7 @@ def _open_run(study: Any, job: Job, logs_root: Path) -> StageRun:
         tags = job.record(study)["tags"]
         parent = os.environ.get(PARENT_ENV)  # only a job of a running invocation is its child
         if parent:
-            tags["mlflow.parentRunId"] = parent
+            tags["mlflow.parentRunId"] = tags["nextlab.invocation"] = parent
         return StageRun(client, client.create_run(experiment_id, run_name=job.name, tags=tags).info.run_id)
     except Exception as err:
         log.warning("MLflow unavailable at %s, this job is not tracked (results are kept; "
@@ -532,8 +622,7 @@ def relog(results: Path, dry_run: bool = False, parent_run_id: str | None = None
         if not record or record.get("format") != RECORD_FORMAT:
             raise InputFileError(f"{folder / RECORD_FILE}: not a nextlab run record")
         digest = record_digest(folder, record)
-        experiment = client.get_experiment_by_name(record["experiment"])
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(record["experiment"])
+        experiment_id = _experiment(client, record["experiment"], record["tags"].get("nextlab.study", ""))
         if experiment_id not in sent:
             sent[experiment_id] = _sent_digests(client, experiment_id)
         if digest in sent[experiment_id]:
@@ -546,7 +635,8 @@ def relog(results: Path, dry_run: bool = False, parent_run_id: str | None = None
             parents[experiment_id] = parent_run_id or client.create_run(
                 experiment_id, run_name=f"relog/{time.strftime('%Y%m%d-%H%M%S')}",
                 tags={"nextlab.stage": "relog", "nextlab.results": str(results)}).info.run_id
-        tags = {**record["tags"], "mlflow.parentRunId": parents[experiment_id]}
+        # The invocation that sent it: run names repeat across invocations, views group by this.
+        tags = {**record["tags"], "mlflow.parentRunId": parents[experiment_id], "nextlab.invocation": parents[experiment_id]}
         if not parent_run_id:
             tags["nextlab.relogged"] = "true"
         run = StageRun(client, client.create_run(experiment_id, run_name=record["name"], tags=tags).info.run_id)

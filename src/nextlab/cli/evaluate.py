@@ -60,6 +60,7 @@ def _one(study, args: argparse.Namespace) -> int:
     from nextlab.config.posttrain import parse_scheme
     from nextlab.errors import NextlabError
     from nextlab.evaluate.run import run_evaluate
+    from nextlab.io import require_file, sha256_file
     from nextlab.provenance import data_hash_of
     from nextlab.tracking import Job, tracked
 
@@ -72,8 +73,10 @@ def _one(study, args: argparse.Namespace) -> int:
                     "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t},
               params={"evaluate": study.evaluate.model_dump(mode="json"), "model": args.model,
                       "scheme": scheme.name, "seed": args.seed},
-              data_hash=data_hash_of(args.data), metrics=["metrics.json", "timing.json"],
-              artifacts=["metrics.json", "answers.parquet"])
+              data_hash=data_hash_of(args.data), metrics=["metrics.json", ["timing.json", "time"]],
+              artifacts=["metrics.json", "answers.parquet", "reliability.png"],
+              tables=[["answers.parquet", "answers.json"]],
+              upstream={"checkpoint": sha256_file(require_file(args.ckpt, "checkpoint"))[:16]})
     with tracked(study, job):
         run_evaluate(study, args.model, scheme.name, args.seed, args.ckpt, args.data, args.tokenizer, args.out)
     return 0
@@ -95,7 +98,7 @@ def _summary(study, args: argparse.Namespace) -> int:
     job = Job("evaluate", f"evaluate/{'+'.join(models)}/summary", out,
               tags={"nextlab.model": "+".join(models), "nextlab.scheme": "all"},
               params={"evaluate": study.evaluate.model_dump(mode="json")}, data_hash=stats.get("data_hash"),
-              metrics=["metrics.json", "timing.json"], artifacts=["metrics.json", "summary.parquet"])
+              metrics=["metrics.json", ["timing.json", "time"]], artifacts=["metrics.json", "summary.parquet"])
     with tracked(study, job):
         flat, table = summarize(study, answers, stats.get("singleton_rate"))
         out.mkdir(parents=True, exist_ok=True)

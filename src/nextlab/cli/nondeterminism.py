@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                               "nextlab.attention": args.attention, "nextlab.threads": threads},
               params={**params, "model": args.model, "dtype": args.dtype, "attention": args.attention,
                       "threads": threads},
-              data_hash=data_hash_of(args.data), metrics=["metrics.json", "timing.json"],
+              data_hash=data_hash_of(args.data), metrics=["metrics.json", ["timing.json", "time"]],
               curves=[["by_batch_size.csv", "by_batch_size"]],  # the batch size is the step
               artifacts=["metrics.json", "env.json", "completions.parquet", "logits.parquet", "unique.parquet",
                          "timing.parquet"])

@@ -35,11 +35,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from nextlab.config.posttrain import parse_scheme
     from nextlab.errors import NextlabError
+    from nextlab.io import require_file, sha256_file
     from nextlab.posttrain.stage import run_posttrain
     from nextlab.provenance import data_hash_of
     from nextlab.tracking import Job, tracked
 
     study = load(args)
+    require_file(args.init, "checkpoint")
     try:
         scheme = parse_scheme(args.scheme)
     except ValueError as err:
@@ -49,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
                     "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t},
               params={"posttrain": study.posttrain.model_dump(mode="json"), "model": args.model,
                       "scheme": scheme.name, "seed": args.seed},
-              data_hash=data_hash_of(args.data), metrics=["metrics.json", "timing.json"], curves=["steps.csv"],
-              artifacts=["metrics.json", "steps.csv"])
+              data_hash=data_hash_of(args.data), metrics=["metrics.json", ["timing.json", "time"]], curves=["steps.csv", ["timing.csv", "time"]],
+              artifacts=["metrics.json", "steps.csv", ["ckpt.pt", "model"]],
+              upstream={"checkpoint": sha256_file(args.init)[:16], "tokenizer": sha256_file(args.tokenizer / "tokenizer.json")[:16]})
     with tracked(study, job) as run:
         metrics = run_posttrain(study, args.model, scheme.name, args.seed, args.init, args.data, args.tokenizer,
                                 args.out, on_step=run.log_step)

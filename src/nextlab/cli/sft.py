@@ -34,6 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nextlab.io import require_file, sha256_file
     from nextlab.posttrain.stage import run_sft, run_sft_confidence
     from nextlab.provenance import data_hash_of
     from nextlab.tracking import Job, tracked
@@ -43,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     fn = run_sft_confidence if args.confidence else run_sft
     job = Job(stage, f"{stage}/{args.model}", args.out, tags={"nextlab.model": args.model},
               params={"sft": study.sft.model_dump(mode="json"), "model": args.model},
-              data_hash=data_hash_of(args.data), metrics=["metrics.json", "timing.json"], curves=["curve.csv"],
-              artifacts=["metrics.json", "curve.csv"])
+              data_hash=data_hash_of(args.data), metrics=["metrics.json", ["timing.json", "time"]], curves=["curve.csv"],
+              artifacts=["metrics.json", "curve.csv", ["ckpt.pt", "model"]],
+              upstream={"checkpoint": sha256_file(require_file(args.init, "checkpoint"))[:16]})
     with tracked(study, job) as run:
         metrics = fn(study, args.model, args.init, args.data, args.tokenizer, args.out, on_step=run.log_step)
     log.info("%s %s: %d steps, final loss %.4f", stage, args.model, metrics["steps"], metrics["train_loss"])

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
               params={"model": study.models[args.model].model_dump(mode="json"),
                       "train": study.train.model_dump(mode="json"), "seed": study.seed},
               data_hash=data_hash_of(args.data, required=False) if args.data else None,
-              metrics=["metrics.json", "timing.json"], curves=["curve.csv", "timing.csv"],
+              metrics=["metrics.json", ["timing.json", "time"]], curves=["curve.csv", ["timing.csv", "time"]],
               artifacts=["metrics.json", "curve.csv", "loss.png", "facts.csv"], live=True)
     with tracked(study, job) as run:
         metrics = run_train(study, args.model, args.tokens, args.out, data_dir=args.data, fresh=args.fresh,

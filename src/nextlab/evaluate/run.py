@@ -8,6 +8,7 @@ Outputs in `out_dir`:
 - `answers.parquet`: one row per question, see docs/formats.md (every figure and metric can be
   recomputed from it without a model);
 - `metrics.json`: flat, the same keys for every model and scheme (`summary.scheme_metrics`);
+- `reliability.png`: the reliability diagram of this model's attempted answers;
 - `timing.json`: how long answering and scoring took.
 """
 
@@ -114,6 +115,9 @@ def run_evaluate(
     with atomic_path(out / "answers.parquet") as tmp:
         answers.to_parquet(tmp, index=False)
     write_json(out / "metrics.json", metrics)
+    from nextlab.evaluate.figures import reliability  # matplotlib: only once the answers are in
+
+    reliability(answers, out / "reliability.png", p.bins)
     write_json(out / "timing.json", timing)
     write_json(out / "provenance.json", provenance(p, seed, tok_hash))
     log.info("evaluate %s/%s/seed%d: accuracy %.3f, hallucination %.3f, abstention %.3f (%.1f s)", model_name,
