@@ -53,6 +53,7 @@ browser:
 		|| echo "note: could not install chromium; the browser test will be skipped"
 
 ui: setup
+	-@nextlab tracking links --params params/$(STUDY).yaml 2>/dev/null
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri sqlite:///mlflow.db
 

@@ -10,6 +10,7 @@ from nextlab.config import load_study
 from nextlab.config.resources import check_fits
 from nextlab.data.user_corpus import check_user_corpus
 from nextlab.errors import NextlabError
+from nextlab.provenance import params_hash
 
 PARAMS = config.get("params", "params/default.yaml")
 try:
@@ -34,6 +35,7 @@ for stage in STAGES:
 onstart:
     # Probe the tracking store once, then create the MLflow database, experiment and this
     # invocation's parent run, before any parallel job (created in parallel, they race).
+    os.environ[tracking.STUDY_HASH_ENV] = params_hash(P)
     info = tracking.start_invocation(P, logs_root=Path("logs"))
     if "off" in info:
         os.environ[tracking.OFF_ENV] = info["off"]
@@ -43,6 +45,13 @@ onstart:
 
 onsuccess:
     tracking.end_invocation(P, "FINISHED", logs_root=Path("logs"))
+    if tracking.OFF_ENV not in os.environ and P.tracking.enabled:
+        from nextlab.report.mlflow_view import study_links
+
+        try:
+            print("\n".join(study_links(P)), file=sys.stderr)
+        except Exception as err:  # links are a convenience: never fail a finished study for them
+            print(f"nextlab: no MLflow links ({err})", file=sys.stderr)
 
 
 onerror:

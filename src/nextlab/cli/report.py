@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 1 if report.failed else 0
     job = Job("report", "report", data_out, data_hash=data_hash_of(results / "data", required=False),
               metrics=["findings.json"])
-    with tracked(study, job) as run:
+    with tracked(study, job):
         report = build_report(study, results, out, data_out=data_out, params_file=args.params,
                               stages=_names(args.stages), only=None)
         _log_figures(report)
@@ -67,31 +67,11 @@ def run(args: argparse.Namespace) -> int:
         job.params = {"figures": len(report.figures)}
         job.artifacts = [os.path.relpath(report.html, data_out)] + [
             [os.path.relpath(r.png, data_out), "figures"] for r in report.figures]
-        tracked_run = run.active
     log.info("report: %d/%d figures in %.1fs -> %s, %s", sum(r.status == "ok" for r in report.figures),
              len(report.figures), report.seconds, report.markdown, report.html)
-    if tracked_run:
-        _share_views(study)
     return 0
 
 
 def _log_figures(report) -> None:
     for r in report.figures:
         log.info("%-8s %-40s %.2fs%s", r.status, r.png, r.seconds, f"  ({r.problem.splitlines()[0]})" if r.problem else "")
-
-
-def _share_views(study) -> None:
-    """A shared view of the experiment that lists every run (see `nextlab.report.mlflow_view`)."""
-    try:
-        from mlflow.tracking import MlflowClient
-
-        from nextlab.evaluate.summary import headline_keys
-        from nextlab.report.mlflow_view import share_view
-        from nextlab.tracking import ensure_experiment, tracking_uri
-
-        client = MlflowClient(tracking_uri=tracking_uri())
-        headline = headline_keys(study.evaluate.targets)
-        for what, path in share_view(client, ensure_experiment(client, study), headline).items():
-            log.info("MLflow UI (make ui): http://127.0.0.1:5000/%s  <- %s", path, what)
-    except Exception as err:  # the view is a convenience: never fail the report for it
-        log.warning("could not save the MLflow shared view: %s", err)

@@ -70,3 +70,22 @@ def share_view(client: Any, experiment_id: str, headline: list[str] | tuple[str,
         paths["schemes"] = runs_path(experiment_id, SCHEMES_KEY)
         paths["compare_schemes"] = compare_path(experiment_id, [r.info.run_id for r in evaluated])
     return paths
+
+
+def study_links(study: Any, base: str | None = None) -> list[str]:
+    """Save the study's shared views and return the UI links to print (the runs, the schemes'
+    table, the schemes' compare page); empty when the tracking store has no such experiment."""
+    from nextlab.evaluate.summary import headline_keys
+    from nextlab.tracking import _client, experiment_name, metric_name, tracking_uri
+
+    client = _client()
+    experiment = client.get_experiment_by_name(experiment_name(study))
+    if experiment is None:
+        return []
+    uri = tracking_uri()
+    base = base or (uri.rstrip("/") + "/" if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000/")
+    headline = [metric_name(key) for key in headline_keys(study.evaluate.targets)]
+    labels = {"runs": "every run", "schemes": "the evaluation runs, headline metrics as columns",
+              "compare_schemes": "the reward schemes side by side"}
+    return [f"MLflow UI, {labels[what]}: {base}{path}"
+            for what, path in share_view(client, experiment.experiment_id, headline).items()]
