@@ -124,7 +124,7 @@ def test_runs_are_tracked_by_factor(study, jobs):
     data_hash = json.loads((study["data"] / "stats.json").read_text())["data_hash"]
     assert run.data.tags["nextlab.data_hash"] == data_hash
     assert "control_repeat_not_equal" in run.data.metrics
-    history = client.get_metric_history(run.info.run_id, "by_batch_size.decode_flip_rate")
+    history = client.get_metric_history(run.info.run_id, "by_batch_size/decode_flip_rate")
     assert sorted(h.step for h in history) == [2, 5]  # per batch size, the batch size as the step
     assert runs["nondeterminism/tiny/summary"].data.tags["nextlab.data_hash"] == data_hash
 

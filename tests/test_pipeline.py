@@ -66,7 +66,7 @@ def test_mlflow_runs_are_grouped_and_tagged(project):
     assert data_run.data.metrics["singleton_rate"] == pytest.approx(0.4)
     assert data_run.data.params["data.n_people"] == "40"
     tok_run = by_stage["tokenize"][0]
-    assert tok_run.data.metrics["vocab_size"] == 320
+    assert tok_run.data.params["facts.vocab_size"] == "320"  # a fact of the job: a param, not a metric
 
 
 def test_second_run_does_nothing(project):

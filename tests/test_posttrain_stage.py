@@ -153,7 +153,7 @@ def test_mlflow_runs_named_and_tagged(pipeline):
     assert run.data.tags["nextlab.model"] == "tiny"
     assert len(client.get_metric_history(run.info.run_id, "abstain_rate")) == 2  # one point per step
     ev = names["evaluate/tiny/none/seed0"]
-    assert ev.data.tags["nextlab.scheme"] == "none" and "hallucination" in ev.data.metrics
+    assert ev.data.tags["nextlab.scheme"] == "none" and "eval/hallucination" in ev.data.metrics
 
 
 # ---- bad input: exit 2 with a message naming the problem, before any model work ---------------

@@ -267,8 +267,10 @@ def test_training_run_is_logged_to_mlflow(tmp_path, smoke_inputs, monkeypatch):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["nextlab.model"] == "tiny"
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 12
-    assert "val_perplexity" in run.data.metrics and "mfu" in run.data.metrics
+    # MLflow names group the keys (`nextlab.tracking.metric_name`): losses, speed, facts as params
+    assert len(client.get_metric_history(run.info.run_id, "loss/train_loss")) == 12
+    assert "loss/val_perplexity" in run.data.metrics and "time/mfu" in run.data.metrics
+    assert run.data.params["facts.params"] and "params" not in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss.png", "metrics.json", "curve.csv", "model"} <= artifacts
 

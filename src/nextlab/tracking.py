@@ -440,7 +440,10 @@ class StageRun:
         if path.is_file() and self.active:
             import pandas as pd
 
-            self._safely("log_table", "log_table", self.run_id, data=pd.read_parquet(path), artifact_file=artifact_file)
+            table = pd.read_parquet(path)
+            # MLflow looks for text columns as `object` (pandas 3 reads them as `str` and warns)
+            table = table.astype({c: object for c in table.columns if pd.api.types.is_string_dtype(table[c])})
+            self._safely("log_table", "log_table", self.run_id, data=table, artifact_file=artifact_file)
 
     def log_dataset(self, experiment: str, data_hash: str, study: str) -> None:
         """The study's data (the data stage's folder) as the run's input, its data hash the digest."""

@@ -110,7 +110,7 @@ class PosttrainParams(Section):
             if twin != name:
                 raise ValueError(f"{twin!r} and {name!r} are the same scheme (they would run identical jobs)")
             if name in first.values() and list(schemes).count(name) > 1:
-                raise ValueError(f"scheme {name!r} is listed twice")
+                raise ValueError(f"schemes repeat: scheme {name!r} is listed twice")
         return schemes
 
     @field_validator("seeds")
