@@ -35,6 +35,7 @@ $(STAMP): requirements.lock pyproject.toml
 setup: $(STAMP)
 
 study: setup
+	@python workflow/scripts/register_study.py $(STUDY)
 	dvc repro study@$(STUDY)
 
 snakemake: setup
@@ -65,7 +66,7 @@ snakemake-report: setup
 		--report reports/$(STUDY)/snakemake-report.html
 
 plots: setup
-	dvc plots show results/$(STUDY)/report/plots --html-template workflow/report/dvc-plots.html \
+	dvc plots show reports/$(STUDY)/plots --html-template workflow/report/dvc-plots.html \
 		-o reports/$(STUDY)/dvc-plots
 
 clean-study:

@@ -29,10 +29,10 @@ def test_outputs_exist(project):
                  "models/tiny/pretrain/facts.csv", "models/tiny/sft/ckpt.pt", "models/tiny/sft_confidence/ckpt.pt",
                  "models/tiny/posttrain/binary/seed1/ckpt.pt", "models/tiny/posttrain/penalized-0.75/seed1/steps.csv",
                  "evaluate/tiny/none/seed0/answers.parquet", "evaluate/tiny/summary/metrics.json",
-                 "nondeterminism/tiny/float32/sdpa/threads1/logits.parquet", "nondeterminism/tiny/summary/metrics.json",
-                 "report/findings.json"):
+                 "nondeterminism/tiny/float32/sdpa/threads1/logits.parquet", "nondeterminism/tiny/summary/metrics.json"):
         assert (results / name).stat().st_size > 0, name
-    assert (project["path"] / "reports" / "smoke" / "report.html").stat().st_size > 0
+    for name in ("report.html", "findings.json", "headline.json"):
+        assert (project["path"] / "reports" / "smoke" / name).stat().st_size > 0, name
     logs = project["path"] / "logs" / "smoke"
     for stage in ("data", "tokenize", "train_tiny", "sft_tiny", "report"):
         assert (logs / "benchmarks" / f"{stage}.tsv").exists(), stage
@@ -105,8 +105,10 @@ def test_dvc_metrics_show(project):
     proc = run(["dvc", "metrics", "show", "--json"], project["path"], project["env"])
     metrics = json.loads(proc.stdout)
     files = metrics[""]["data"]
-    assert files["results/smoke/data/stats.json"]["data"]["singleton_rate"] == pytest.approx(0.4)
-    assert files["results/smoke/tokenizer/stats.json"]["data"]["vocab_size"] == 320
+    # only the headline findings: what a reader compares across runs (the rest stay in the files)
+    assert list(files) == ["reports/smoke/headline.json"]
+    headline = files["reports/smoke/headline.json"]["data"]
+    assert headline["data.singleton_rate"] == pytest.approx(0.4) and 5 <= len(headline) <= 30
 
 
 def test_dvc_push_delete_pull_round_trip(project, tmp_path):

@@ -225,7 +225,7 @@ def test_a_failing_job_leaves_the_last_good_outputs(smoke_project, tmp_path):
     project = tmp_path / "failing"
     shutil.copytree(smoke_project["path"], project, symlinks=True)
     env = project_env(project)
-    findings = project / "results/smoke/report/findings.json"
+    findings = project / "reports/smoke/findings.json"
     html = project / "reports/smoke/report.html"
     before = findings.read_bytes(), html.read_bytes()
     figure = project / "src/nextlab/report/figures/train.py"

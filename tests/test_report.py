@@ -83,7 +83,7 @@ def test_report_rule_wrote_every_figure(project, study):
     # Self-contained: every image inlined, nothing fetched.
     assert "data:image/png;base64," in html
     assert 'src="http' not in html and "src='http" not in html and 'src="figures/' not in html
-    findings = json.loads((project["path"] / "results/smoke/report/findings.json").read_text())
+    findings = json.loads((project["path"] / "reports/smoke/findings.json").read_text())
     assert findings["report.figures"] == len(planned(study))
     assert findings["data.singleton_rate"] == pytest.approx(0.4)
 
@@ -133,7 +133,7 @@ def test_missing_column_says_so_and_others_build(project, study, tmp_path):
     assert others and all(r.status == "ok" for r in others), [(r.instance.stem, r.problem) for r in others]
     markdown = report.markdown.read_text()
     assert "lacks column(s) ['qa_acc']" in markdown
-    assert not (tmp_path / "results/smoke/report/plots/pretrain-facts/pretrain-facts-tiny.csv").exists()
+    assert not (tmp_path / "reports/plots/pretrain-facts/pretrain-facts-tiny.csv").exists()
 
 
 @pytest.mark.e2e

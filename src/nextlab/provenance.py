@@ -161,7 +161,9 @@ def git_state() -> tuple[str, bool | None]:
         try:
             commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
                                     check=True, timeout=10).stdout.strip()
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+            # reports/ holds outputs (the committed report is refreshed by every study): not code
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)reports"], cwd=where,
                                     capture_output=True, text=True, check=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             continue

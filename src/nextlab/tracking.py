@@ -213,7 +213,7 @@ def start_invocation(study: Any, logs_root: Path = Path("logs"), pid: int | None
 
 
 def end_invocation(study: Any, status: str = "FINISHED", logs_root: Path = Path("logs"),
-                   results_root: Path = Path("results")) -> None:
+                   results_root: Path = Path("results"), reports_root: Path = Path("reports")) -> None:
     """Send the records of the invocation's jobs (every one the server lacks, also those of an
     earlier invocation that was cut off), then close its parent run."""
     path = invocation_file(study, logs_root)
@@ -221,9 +221,9 @@ def end_invocation(study: Any, status: str = "FINISHED", logs_root: Path = Path(
     if not info or os.environ.get(OFF_ENV) or not study.tracking.enabled:
         return
     try:
-        results = results_root / study.study
-        if find_records(results):
-            counts = relog(results, parent_run_id=info["parent_run_id"])
+        roots = [results_root / study.study, reports_root / study.study]
+        if find_records(*roots):
+            counts = relog(roots, parent_run_id=info["parent_run_id"])
             log.info("MLflow: sent %d job run(s) (%d were there already)", counts["sent"], counts["present"])
         _client().set_terminated(info["parent_run_id"], status=status)
     except Exception as err:
@@ -584,9 +584,9 @@ def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[St
 
 # ---- sending a results folder again ---------------------------------------------------------------
 
-def find_records(results: Path) -> list[Path]:
-    """Every job folder under `results` that holds a run record, in a stable order."""
-    return sorted(path.parent for path in Path(results).rglob(RECORD_FILE))
+def find_records(*roots: Path) -> list[Path]:
+    """Every job folder under the roots that holds a run record, in a stable order."""
+    return sorted({path.parent for root in roots if Path(root).is_dir() for path in Path(root).rglob(RECORD_FILE)})
 
 
 def _sent_digests(client: Any, experiment_id: str) -> set[str]:
@@ -601,7 +601,7 @@ def _sent_digests(client: Any, experiment_id: str) -> set[str]:
             return digests
 
 
-def relog(results: Path, dry_run: bool = False, parent_run_id: str | None = None) -> dict[str, int]:
+def relog(results: Path | list[Path], dry_run: bool = False, parent_run_id: str | None = None) -> dict[str, int]:
     """Send every job of a results folder that the tracking server lacks; skip the ones it has.
 
     A job counts as present when a FINISHED run in its experiment carries its record digest, so
@@ -610,9 +610,10 @@ def relog(results: Path, dry_run: bool = False, parent_run_id: str | None = None
     counts of `sent` and `present` runs."""
     from nextlab.errors import InputFileError, NextlabError
 
-    folders = find_records(results)
+    roots = [Path(r) for r in (results if isinstance(results, list) else [results])]
+    folders = find_records(*roots)
     if not folders:
-        raise InputFileError(f"{results}: no job records ({RECORD_FILE}) found; run the study first")
+        raise InputFileError(f"{', '.join(map(str, roots))}: no job records ({RECORD_FILE}) found; run the study first")
     off = unreachable()
     if off:
         raise NextlabError(f"cannot relog: {off}")
@@ -637,7 +638,7 @@ def relog(results: Path, dry_run: bool = False, parent_run_id: str | None = None
         if experiment_id not in parents:
             parents[experiment_id] = parent_run_id or client.create_run(
                 experiment_id, run_name=f"relog/{time.strftime('%Y%m%d-%H%M%S')}",
-                tags={"nextlab.stage": "relog", "nextlab.results": str(results)}).info.run_id
+                tags={"nextlab.stage": "relog", "nextlab.results": ", ".join(map(str, roots))}).info.run_id
         # The invocation that sent it: run names repeat across invocations, views group by this.
         tags = {**record["tags"], "mlflow.parentRunId": parents[experiment_id], "nextlab.invocation": parents[experiment_id]}
         if not parent_run_id:

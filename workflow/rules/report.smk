@@ -47,9 +47,10 @@ rule report:
             category="report",
             labels={"figure": "the report", "model": "all", "scheme": "all", "seed": "all"},
         ),
-        # The figures' tables go to results/<study>/report/plots/ (one folder per figure) beside it:
-        # rewritten by every report job, not declared, so Snakemake never deletes them first.
-        findings=kept(f"{RESULTS}/report/findings.json"),
+        # Beside them, the figures' tables in reports/<study>/plots/ (one folder per figure, what DVC
+        # plots read): rewritten by every report job, not declared, so Snakemake never deletes them.
+        findings=kept(f"{REPORTS}/findings.json"),
+        headline=kept(f"{REPORTS}/headline.json"),
     params:
         # Every section: the report states the whole study's params hash (and takes seconds).
         job=job(*Study.model_fields),
@@ -57,7 +58,7 @@ rule report:
         stages=",".join(REPORT_STAGES),
         results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.data_stats)),
         out=folder_of("markdown"),
-        data_out=folder_of("findings"),
+        logs=LOGS,
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -67,7 +68,7 @@ rule report:
         CONDA_ENV
     shell:
         "nextlab report --job {params.job:q} --threads {threads} --results {params.results:q} "
-        "--out {params.out:q} --data-out {params.data_out:q} --stages {params.stages} > {log:q} 2>&1"
+        "--out {params.out:q} --logs {params.logs:q} --stages {params.stages} > {log:q} 2>&1"
 
 
-ALL.extend([rules.report.output.html, rules.report.output.findings])
+ALL.extend([rules.report.output.html, rules.report.output.headline])

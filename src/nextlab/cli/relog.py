@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--results", type=Path, required=True, help="results folder, e.g. results/default")
+    parser.add_argument("--results", type=Path, nargs="+", required=True,
+                        help="results folder(s), e.g. results/default reports/default (the report's run)")
     parser.add_argument("--dry-run", action="store_true", help="count what would be sent, send nothing")
     return parser
 
@@ -29,9 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from nextlab.tracking import relog, tracking_uri
 
-    counts = relog(args.results, dry_run=args.dry_run)
+    counts = relog(list(args.results), dry_run=args.dry_run)
     verb = "would send" if args.dry_run else "sent"
-    log.info("relog %s -> %s: %s %d run(s), %d already there", args.results, tracking_uri(), verb,
+    log.info("relog %s -> %s: %s %d run(s), %d already there", " ".join(map(str, args.results)), tracking_uri(), verb,
              counts["sent"], counts["present"])
     print(f"{verb} {counts['sent']} run(s), {counts['present']} already on the server")
     return 0

@@ -28,7 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--results", type=Path, default=None, help="the study's results (default results/<study>)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default reports/<study>)")
     parser.add_argument("--data-out", type=Path, default=None,
-                        help="folder for findings.json and the figures' data tables (default <results>/report)")
+                        help="folder for findings.json, headline.json and the figures' data tables (default: --out)")
+    parser.add_argument("--logs", type=Path, default=None,
+                        help="the study's logs (default logs/<study>), for the per-stage time table")
     parser.add_argument("--stages", default=None,
                         help="comma-separated stages whose figures to draw (default: all)")
     parser.add_argument("--only", default=None,
@@ -47,19 +49,20 @@ def run(args: argparse.Namespace) -> int:
     study = load(args, uses_torch=False)
     results = args.results or Path("results") / study.study
     out = args.out or Path("reports") / study.study
-    data_out = args.data_out or results / "report"
+    data_out = args.data_out or out
+    logs = args.logs or Path("logs") / study.study
     if args.only:
         report = build_report(study, results, out, data_out=data_out, params_file=args.params,
-                              stages=_names(args.stages), only=_names(args.only))
+                              stages=_names(args.stages), only=_names(args.only), logs=logs)
         _log_figures(report)
         log.info("redrew %d/%d figures in %.1fs", sum(r.status == "ok" for r in report.figures), len(report.figures),
                  report.seconds)
         return 1 if report.failed else 0
     job = Job("report", "report", data_out, data_hash=data_hash_of(results / "data", required=False),
-              metrics=["findings.json"])
+              metrics=["headline.json", "findings.json"])
     with tracked(study, job):
         report = build_report(study, results, out, data_out=data_out, params_file=args.params,
-                              stages=_names(args.stages), only=None)
+                              stages=_names(args.stages), only=None, logs=logs)
         _log_figures(report)
         if report.failed:
             names = ", ".join(r.instance.figure.name for r in report.failed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -77,6 +78,28 @@ def _require_some_results(instances: list[Instance], tables: Tables, study: Any,
         f"`snakemake --cores 2 --config params={params_file}` (or `make study STUDY={study.study}`), "
         "then run `nextlab report` again"
     )
+
+
+# The dozen numbers a reader compares across runs (`dvc exp show`, `dvc metrics diff`): the rest
+# of the findings stay in findings.json. Patterns over finding keys, so every model counts.
+HEADLINE = [re.compile(p) for p in (
+    r"^data\.singleton_rate$",
+    r"^pretrain\.[^.]+\.val_loss_end$",
+    r"^pretrain\.[^.]+\.qa_acc_k(1|16)$",
+    r"^evaluate\.[^.]+\.(none|binary)\.hallucination$",
+    r"^evaluate\.[^.]+\.penalized-(0\.5|0\.75|0\.9)\.score_t\1$",
+    r"^evaluate\.[^.]+\.calibrated\.(stated_)?(auroc|ece)$",
+    r"^nondeterminism\.[^.]+\.(float32|bfloat16)\..*\.default\.differ_b\d+$",
+)]
+
+
+def headline(findings: dict[str, float]) -> dict[str, float]:
+    """The findings whose keys match `HEADLINE`, rounded to 4 significant digits.
+
+    >>> headline({"data.singleton_rate": 0.25004, "data.facts_seen": 1200})
+    {'data.singleton_rate': 0.25}
+    """
+    return {k: float(f"{v:.4g}") for k, v in findings.items() if any(p.match(k) for p in HEADLINE)}
 
 
 def _rst(text: str) -> str:
@@ -163,19 +186,27 @@ def _stats_table(tables: Tables, relative: str) -> list[list[str]] | None:
     return rows
 
 
-def _document(study: Any, results: list[FigureResult], tables: Tables, params_file: str) -> list[tuple]:
-    from nextlab.provenance import git_commit, params_hash
+def _document(study: Any, results: list[FigureResult], tables: Tables, params_file: str,
+              logs: Path | None) -> list[tuple]:
+    from nextlab.report.card import environment, stage_times
 
     ok = sum(r.status == "ok" for r in results)
     blocks: list[tuple] = [
         ("h1", f"nextlab report: study `{study.study}`"),
-        ("p", f"Every number and figure below is computed from the tables in `{tables.results}` "
-              f"(params `{params_file}`, params hash `{params_hash(study)}`, code `{git_commit()}`); no model "
+        ("p", f"Every number and figure below is computed from the tables in `{tables.results}`; no model "
               f"is loaded. {ok} of {len(results)} figures were drawn. Regenerate with "
               f"`nextlab report --params {params_file}` or `make report STUDY={study.study}`."),
-        ("h2", "Findings"),
-        ("table", ["claim", "finding"], _summary_rows(results)),
+        ("h2", "Where and how it ran"),
+        ("table", ["", ""], [[what, value] for what, value in environment(study, tables.results)]),
     ]
+    times = stage_times(logs / "benchmarks") if logs is not None else []
+    if times:
+        blocks += [("p", "Seconds per stage, from Snakemake's benchmark files (jobs run side by side, so summed "
+                         "seconds exceed the wall time; the report's own job is not finished when it writes this):"),
+                   ("table", ["stage", "jobs", "summed s", "longest job s", "peak RSS MB"],
+                    [[t["rule"], str(t["jobs"]), f"{t['seconds']:.1f}", f"{t['longest']:.1f}",
+                      f"{t['max_rss_mb']:.0f}"] for t in times])]
+    blocks += [("h2", "Findings"), ("table", ["claim", "finding"], _summary_rows(results))]
     number = 0
 
     def figure_blocks(r: FigureResult) -> list[tuple]:
@@ -240,11 +271,13 @@ def build_report(
     params_file: str | Path | None = None,
     stages: list[str] | None = None,
     only: list[str] | None = None,
+    logs: str | Path | None = None,
 ) -> ReportResult:
-    """Draw the planned figures and write report.md, report.html and findings.json (see module doc)."""
+    """Draw the planned figures and write report.md, report.html, findings.json and headline.json
+    (see module doc); `logs`: the study's logs folder, for the per-stage time table."""
     start = time.perf_counter()
     results, out = Path(results), Path(out)
-    data_out = Path(data_out) if data_out is not None else results / "report"
+    data_out = Path(data_out) if data_out is not None else out
     params_file = str(params_file or Path("params") / f"{study.study}.yaml")
     tables = Tables(results, params_file, study)
     load_figures()
@@ -271,8 +304,9 @@ def build_report(
     findings["report.figures_drawn"] = sum(r.status == "ok" for r in drawn)
     findings_path = data_out / "findings.json"
     write_json(findings_path, findings)
+    write_json(data_out / "headline.json", headline(findings))
 
-    blocks = _document(study, drawn, tables, params_file)
+    blocks = _document(study, drawn, tables, params_file, Path(logs) if logs is not None else None)
     write_text(out / "report.md", document.to_markdown(blocks))
     write_text(out / "report.html", document.to_html(blocks, f"nextlab report: {study.study}"))
     return ReportResult(drawn, out / "report.md", out / "report.html", findings_path, time.perf_counter() - start)
