@@ -11,7 +11,7 @@ LAYERS = {
     "posttrain": 6, "evaluate": 7, "nondeterminism": 7, "report": 8,
 }
 # Beside the flow, usable by any layer: errors, io, provenance, tracking. The CLI sits on top.
-BESIDE = {"errors", "io", "provenance", "tracking", "__init__", "__main__"}
+BESIDE = {"errors", "io", "progress", "provenance", "tracking", "__init__", "__main__"}
 
 
 def _package_of(path: Path) -> str:

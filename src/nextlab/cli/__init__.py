@@ -63,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     from nextlab.provenance import set_entry_stage
 
     set_entry_stage(args.command)
+    from nextlab.progress import enabled
+
     try:
+        if enabled():
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            with logging_redirect_tqdm():
+                return int(args._run(args) or 0)
         return int(args._run(args) or 0)
     except NextlabError as err:
         print(f"nextlab {args.command}: error: {err}", file=sys.stderr)

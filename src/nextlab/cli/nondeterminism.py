@@ -63,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
         job = Job("nondeterminism", f"nondeterminism/{args.model}/summary", args.out, tags=tags, params=params,
                   data_hash=data_hash, metrics=["metrics.json"], artifacts=["metrics.json"])
         with tracked(study, job):
-            run_summary(study, args.model, args.jobs, args.out)
+            flat = run_summary(study, args.model, args.jobs, args.out)
             job.artifacts += [[f"figures/{p.name}", "figures"] for p in sorted((args.out / "figures").glob("*.png"))]
+        log.info("nondeterminism summary of %s: %d jobs, %d figures, %d metrics", args.model, len(args.jobs),
+                 len(job.artifacts) - 1, len(flat))
         return 0
     missing = [f"--{n}" for n in ("dtype", "attention", "ckpt", "data", "tokenizer") if getattr(args, n) is None]
     if missing:

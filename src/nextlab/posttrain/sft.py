@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from nextlab.errors import NextlabError
 from nextlab.generate import PAD_ID
+from nextlab.progress import bar as progress_bar
 from nextlab.train.schedule import lr_at
 
 IGNORE = -100
@@ -97,6 +98,7 @@ def finetune(
     batches = _batches(len(examples), cfg.batch_size, generator)
     curve: list[dict[str, Any]] = []
     model.train()
+    bar = progress_bar(cfg.steps, "step", "fine-tuning")
     for step in range(cfg.steps):
         lr = lr_at(step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
@@ -112,8 +114,10 @@ def finetune(
         optimizer.step()
         row = {"step": step + 1, "lr": lr, "loss": loss.item()}
         curve.append(row)
+        bar.update(1)
         if on_step is not None:
             on_step(row)
+    bar.close()
     model.eval()
     return curve
 

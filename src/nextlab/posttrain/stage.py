@@ -43,6 +43,7 @@ from nextlab.model import GPT, GPTConfig
 from nextlab.posttrain.policy_gradient import PGConfig, pg_step
 from nextlab.posttrain.rewards import reward
 from nextlab.posttrain.sft import Example, SFTConfig, finetune, mean_answer_loss
+from nextlab.progress import bar as progress_bar
 from nextlab.provenance import provenance
 from nextlab.qa.answers import greedy_answers
 from nextlab.qa.codec import QACodec, answer_end
@@ -279,6 +280,7 @@ def run_posttrain(
     optimizer = torch.optim.AdamW(policy.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.0)
     generator = torch.Generator(device=device).manual_seed(seed)
     steps: list[dict[str, Any]] = []
+    bar = progress_bar(p.steps, "step", f"post-training {scheme.name}")
     for step in range(1, p.steps + 1):
         chosen = np.concatenate([rng.choice(rl_index, n_rl, replace=False),
                                  rng.choice(ft_index, n_ft, replace=False)])
@@ -292,12 +294,14 @@ def run_posttrain(
         row["abstain_rate_seen"] = float(abstained[on_seen].mean()) if on_seen.any() else math.nan
         row["abstain_rate_unseen"] = float(abstained[~on_seen].mean()) if (~on_seen).any() else math.nan
         steps.append(row)
+        bar.update(1)
         if on_step is not None:
             on_step(row)
         if step == 1 or step % 10 == 0 or step == p.steps:
             log.info("%s seed %d step %d: reward %.3f, abstain %.2f (seen %.2f, unseen %.2f), KL %.4f",
                      scheme.name, seed, step, row["reward"], row["abstain_rate"], row["abstain_rate_seen"],
                      row["abstain_rate_unseen"], row["kl"])
+    bar.close()
     seconds = time.perf_counter() - start
 
     out = Path(out_dir)

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from nextlab.data.world import IDK
 from nextlab.generate import EOS_ID, PAD_ID, generate
+from nextlab.progress import bar as progress_bar
 from nextlab.qa.codec import QACodec, answer_end
 from nextlab.qa.grading import grade, is_abstention, normalize
 from nextlab.tokenizer.bpe import CONFIDENCE_ID
@@ -49,9 +50,11 @@ def greedy_answers(
 ) -> pd.DataFrame:
     """Columns: answer, grade, confidence, stated_confidence, finished, answer_tokens."""
     rows = []
+    bar = progress_bar(len(questions), "question", "answering")
     for start in range(0, len(questions), batch_size):
         prompts = [codec.prompt(q) for q in questions[start : start + batch_size]]
         out = generate(model, prompts, max_new_tokens, temperature=0.0, eos_id=EOS_ID)
+        bar.update(len(prompts))
         for i in range(len(prompts)):
             decoded = codec.decode(out.tokens[i])
             end = answer_end(out.tokens[i])
@@ -64,6 +67,7 @@ def greedy_answers(
                 "finished": decoded.finished,
                 "answer_tokens": decoded.answer_tokens,
             })
+    bar.close()
     return pd.DataFrame(rows, columns=["answer", "grade", "confidence", "stated_confidence", "finished",
                                        "answer_tokens"])
 
@@ -164,8 +168,10 @@ def candidate_columns(
     rows: dict[int, dict] = {}
     # Batches of one attribute at a time: its candidates have similar lengths, so little padding.
     order = sorted(range(len(questions)), key=lambda i: (attributes[i], i))
+    bar = progress_bar(len(order), "question", "scoring candidates")
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
+        bar.update(len(chunk))
         scores = candidate_logprobs(model, [codec.prompt(questions[i]) for i in chunk],
                                     [encoded[attributes[i]] for i in chunk])
         for i, lp in zip(chunk, scores):
@@ -187,4 +193,6 @@ def candidate_columns(
                 "cand_confidence": cand_conf,
                 "p_idk": float(np.exp(idk_lp)),
             }
-    return pd.DataFrame([rows[i] for i in range(len(questions))], columns=["guess", "guess_confidence", "guess_correct", "cand_confidence", "p_idk"])
+    bar.close()
+    return pd.DataFrame([rows[i] for i in range(len(questions))],
+                        columns=["guess", "guess_confidence", "guess_correct", "cand_confidence", "p_idk"])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from torch.nn import functional as F
 from nextlab.config import TrainParams
 from nextlab.errors import NextlabError
 from nextlab.model import GPT, GPTConfig
+from nextlab.progress import bar as progress_bar
 from nextlab.train import device as dev
 from nextlab.train.batches import TokenData
 from nextlab.train.checkpoint import save_checkpoint, unwrap
@@ -166,14 +166,6 @@ class TrainOutcome:
     curve: list[dict[str, Any]]
 
 
-def _progress(total: int, initial: int, enabled: bool | None):
-    from tqdm import tqdm
-
-    # Quiet when stderr is a log file (Snakemake jobs); a bar on a terminal.
-    disable = not sys.stderr.isatty() if enabled is None else not enabled
-    return tqdm(total=total, initial=initial, disable=disable, unit="step", dynamic_ncols=True)
-
-
 def train(
     state: TrainState,
     train_data: TokenData,
@@ -223,7 +215,7 @@ def train(
         # Step 0: the loss at initialisation, about ln(vocab_size) for a healthy init.
         record({"step": 0, "lr": 0.0, "train_loss": None, "val_loss": validate(), "tokens_per_s": None})
 
-    bar = _progress(params.steps, state.step, progress)
+    bar = progress_bar(params.steps, "step", "pretraining", initial=state.step, show=progress)
     # On a GPU the host must not wait for every step: reading the loss (`.item()`) or timing a step
     # syncs the device and starves it. Steps are therefore logged in windows: the losses stay on
     # the device until the window ends, one sync times the window, and the host builds the next
