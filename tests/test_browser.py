@@ -31,7 +31,7 @@ pytestmark = [
 ]
 
 ARTIFACTS = ROOT / "logs" / "test-artifacts" / "browser"
-HEADLINE = ("accuracy", "hallucination", "abstention")
+HEADLINE = ("eval/accuracy", "eval/hallucination", "eval/abstention")  # MLflow's names: grouped by `/`
 
 
 @pytest.fixture(scope="module")
@@ -163,10 +163,10 @@ def test_compare_page_shows_the_schemes_metrics(server, store, shots, tmp_path):
         for run in chosen:
             assert run.info.run_name in text, f"{run.info.run_name} is not in the schemes table"
         for key in HEADLINE:
-            assert re.search(rf"\b{key}\b", text), f"column {key} is not in the schemes table"
+            assert key in text, f"column {key} is not in the schemes table"
         # The compare page's metric table is scrolled inside itself: only the first rows (in
-        # alphabetical order) render, which hold abstention and accuracy.
-        keys: tuple[str, ...] = ("abstention", "accuracy")
+        # alphabetical order) render; the calibration group comes first.
+        keys: tuple[str, ...] = ("calib/",)
     else:  # before evaluation exists: whatever stage runs there are, each with a metric of its own
         chosen = [r for r in store["runs"] if r.data.tags.get("nextlab.stage") != "pipeline" and r.data.metrics]
         keys = tuple(sorted({sorted(r.data.metrics)[0] for r in chosen}))
@@ -179,3 +179,27 @@ def test_compare_page_shows_the_schemes_metrics(server, store, shots, tmp_path):
     for key in keys:
         assert re.search(rf"\b{re.escape(key)}\b", text), f"metric {key} is not on the compare page"
     (shots / "compare-runs.json").write_text(json.dumps([r.info.run_name for r in chosen], indent=1))
+
+
+def test_experiment_opens_on_its_runs_table(server, store, shots, tmp_path):
+    """The experiment link a study prints opens on the runs table, not MLflow's GenAI overview of
+    traces (the experiment is marked as model development, the link names the ML workflow)."""
+    from nextlab.report.mlflow_view import WORKFLOW
+
+    experiment = store["experiment"]
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    text = visible_text(chromium(f"{server}/#/experiments/{experiment.experiment_id}?{WORKFLOW}", tmp_path,
+                                 shots / "experiment-default.png"))
+    assert "matching runs" in text and "pipeline/smoke" in text, text[:2000]
+
+
+def test_chart_view_groups_the_headline_metrics(server, store, shots, tmp_path):
+    from nextlab.report.mlflow_view import SCHEMES_KEY, runs_path
+
+    experiment = store["experiment"]
+    url = f"{server}/{runs_path(experiment.experiment_id, SCHEMES_KEY)}&compareRunsMode=CHART"
+    text = visible_text(chromium(url, tmp_path, shots / "chart-view.png"))
+    # one section per `/` group, the headline groups first, the schemes' runs side by side inside
+    for section in ("calib", "eval"):
+        assert re.search(rf"\b{section} \(\d+\)", text), f"no {section} section in the chart view"
+    assert "eval/hallucination" in text

@@ -308,14 +308,14 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # How a results file's keys appear in MLflow: grouped with `/` (the UI's chart view draws one
-# section per group), intervals apart from the values, speed apart from the results. The files
-# keep their own names.
+# section per group, in alphabetical order, so the headline groups `calib` and `eval` come first),
+# intervals apart from the values, speed apart from the results. The files keep their own names.
 _GROUPS = [
-    (re.compile(r"^(k\d+|unseen)\.(.+)$"), r"bucket/\1/\2"),
+    (re.compile(r"^(k\d+|unseen)\.(.+)$"), r"mentions/\1/\2"),
     (re.compile(r"^score_(.+)$"), r"score/\1"),
     (re.compile(r"^(accuracy|hallucination|abstention|accuracy_when_attempted|best_guess_accuracy)$"), r"eval/\1"),
     (re.compile(r"^((?:cand_|stated_)?(?:ece|ece_mass|ece_ts|mce|brier|nll|auroc|aurc)|temperature)$"), r"calib/\1"),
-    (re.compile(r"^audit_(.+)$"), r"audit/\1"),
+    (re.compile(r"^audit_(.+)$"), r"selective/\1"),
     (re.compile(r"^(train_loss|val_loss|val_perplexity)$"), r"loss/\1"),
     (re.compile(r"^((?:bio|qa)_acc.*)$"), r"facts/\1"),
     (re.compile(r"^(first|final)_(.+)$"), r"\1/\2"),
@@ -330,7 +330,7 @@ def metric_name(key: str, group: str = "") -> str:
     """The MLflow key of a results file's key (`group`: a file's own group, e.g. `time`).
 
     >>> metric_name("score_t0.75"), metric_name("ece_lo"), metric_name("k16.accuracy")
-    ('score/t0.75', 'ci/calib/ece_lo', 'bucket/k16/accuracy')
+    ('score/t0.75', 'interval/calib/ece_lo', 'mentions/k16/accuracy')
     >>> metric_name("tokens_per_s", "time"), metric_name("small/binary/accuracy")
     ('time/tokens_per_s', 'small/binary/accuracy')
     """
@@ -338,7 +338,7 @@ def metric_name(key: str, group: str = "") -> str:
         return f"{group}/{key}"
     for suffix in ("_lo", "_hi"):
         if key.endswith(suffix):
-            return f"ci/{metric_name(key.removesuffix(suffix))}{suffix}"
+            return f"interval/{metric_name(key.removesuffix(suffix))}{suffix}"
     for pattern, name in _GROUPS:
         if pattern.match(key):
             return pattern.sub(name, key)

@@ -26,14 +26,19 @@ BY_NAME = {"orderByKey": "tags.`mlflow.runName`", "orderByAsc": True}
 SCHEME_FILTER = "tags.`nextlab.stage` = 'evaluate' and tags.`nextlab.scheme` != 'all'"
 
 
+# MLflow 3's UI opens on its GenAI pages unless told the workflow is machine learning (it keeps
+# the choice per browser; the experiment's `mlflow.experimentKind` tag is the fallback).
+WORKFLOW = "workflowType=machine_learning"
+
+
 def runs_path(experiment_id: str, key: str = VIEW_KEY) -> str:
-    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={key}"
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={key}&{WORKFLOW}"
 
 
 def compare_path(experiment_id: str, run_ids: list[str]) -> str:
     compact = {"separators": (",", ":")}
     return (f"#/compare-runs?runs={quote(json.dumps(run_ids, **compact))}"
-            f"&experiments={quote(json.dumps([experiment_id], **compact))}")
+            f"&experiments={quote(json.dumps([experiment_id], **compact))}&{WORKFLOW}")
 
 
 def latest_by_name(runs: list[Any], stage: str) -> list[Any]:
