@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STUDY ?= default
 STAMP := $(VENV)/.installed
 
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0

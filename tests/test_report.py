@@ -162,30 +162,3 @@ def test_snakemake_report_groups_figures_by_stage(project, study):
         assert stage in html
     for scheme in study.posttrain.schemes:
         assert scheme in html
-
-
-@pytest.mark.e2e
-def test_dvc_metrics_diff_shows_a_param_change(tmp_path):
-    """Two smoke runs (up to the tokenizer) with different params; DVC records the first, and
-    `dvc metrics diff` / `dvc params diff` against it show the change. A project of its own, so the
-    shared smoke study is left as it was."""
-    path = make_project_copy(tmp_path / "project")
-    env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{path / 'mlflow.db'}"})
-    target = "results/smoke/tokenizer/stats.json"
-    run(["snakemake", target, "--cores", "2", "--config", f"params={SMOKE}"], path, env)
-    run(["dvc", "commit", "-f", "-q", "study@smoke"], path, env)
-    run(["git", "add", "-A"], path, env)
-    run(["git", "commit", "-q", "-m", "first smoke run"], path, env)
-
-    params = path / SMOKE
-    assert "vocab_size: 320" in params.read_text()
-    params.write_text(params.read_text().replace("vocab_size: 320", "vocab_size: 330"))
-    run(["snakemake", target, "--cores", "2", "--config", f"params={SMOKE}"], path, env)
-    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], path, env).stdout)
-    params_diff = json.loads(run(["dvc", "params", "diff", "--json"], path, env).stdout)
-
-    change = diff["results/smoke/tokenizer/stats.json"]["vocab_size"]
-    assert (change["old"], change["new"]) == (320, 330)
-    assert "results/smoke/data/stats.json" not in diff  # the data stage did not rerun: unchanged
-    vocab = params_diff[SMOKE]["tokenizer.vocab_size"]
-    assert (vocab["old"], vocab["new"]) == (320, 330)

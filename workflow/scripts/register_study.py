@@ -19,11 +19,20 @@ def main(name: str) -> int:
         print(f"nextlab: params/{name}.yaml not found: a study is one params file (see params/default.yaml)",
               file=sys.stderr)
         return 2
-    studies = yaml.safe_load(LIST.read_text())["studies"]
+    declared = (yaml.safe_load(Path(f"params/{name}.yaml").read_text()) or {}).get("study", "default")
+    if declared != name:
+        print(f"nextlab: params/{name}.yaml: study: {declared!r} must be {name!r}, the file's name "
+              f"(DVC's stage study@{name} expects its results in results/{name})", file=sys.stderr)
+        return 2
+    text = LIST.read_text()
+    studies = list(yaml.safe_load(text).get("studies") or [])
     if name not in studies:
-        with LIST.open("a") as f:
-            f.write(f"  - {name}\n")
-        print(f"nextlab: added study {name!r} to {LIST} (commit it with params/{name}.yaml)", file=sys.stderr)
+        studies.append(name)
+        # Rewrite only the list: the file's comments stay.
+        head = text[: text.index("studies:")]
+        LIST.write_text(head + "studies:\n" + "".join(f"  - {s}\n" for s in studies))
+        print(f"nextlab: added study {name!r} to {LIST} (commit it with params/{name}.yaml and dvc.lock)",
+              file=sys.stderr)
     return 0
 
 
