@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import run, tool_env
+from conftest import project_env, run, tool_env
 
 pytestmark = pytest.mark.e2e
 
@@ -113,8 +113,11 @@ def test_dvc_metrics_show(project):
 
 def test_dvc_pull_on_a_fresh_clone(project, tmp_path):
     """The results pushed to a local remote come back, byte for byte, into a fresh clone with a
-    plain `dvc pull` (exit 0: only studies that ran are stages)."""
-    path, env = project["path"], project["env"]
+    plain `dvc pull` (exit 0: only studies that ran are stages). Committed in a copy, so the
+    shared project's commit (which later jobs record) stays as it was."""
+    path = tmp_path / "project"
+    shutil.copytree(project["path"], path, symlinks=True)
+    env = project_env(path)
     run(["dvc", "commit", "-f", "-q", "study@smoke"], path, env)
     run(["dvc", "remote", "add", "-f", "-d", "local", str(tmp_path / "remote")], path, env)
     run(["dvc", "push", "-q"], path, env)

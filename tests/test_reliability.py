@@ -138,7 +138,7 @@ def test_killed_study_unlocks_resumes_and_marks_runs_killed(smoke_project, tmp_p
     os.killpg(study.pid, signal.SIGKILL)  # Snakemake and its job, as a power cut would
     study.wait()
     assert any((project / ".snakemake/locks").glob("*"))
-    proc = run(cmd[:4], project, env)  # resume: the plain study command
+    proc = run(cmd[:4] + ["--until", "train"], project, env)  # resume: the study command (up to train, for time)
     assert "no longer running (killed?): unlocking and resuming" in proc.stderr
     assert (project / "results/smoke/models/tiny/pretrain/ckpt.pt").stat().st_size > 0
     runs = client.search_runs([experiment.experiment_id], max_results=1000)

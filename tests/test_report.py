@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import make_project_copy, run, tool_env
+from conftest import run
 
 SMOKE = "params/smoke.yaml"
 

@@ -296,6 +296,10 @@ def build_report(
     if only:  # a quick redraw of some figures leaves the documents and findings of the full build alone
         return ReportResult(drawn, out / "report.md", out / "report.html", data_out / "findings.json",
                             time.perf_counter() - start)
+    # Every figure's table folder exists, empty where the study has nothing to draw (no trained
+    # scheme, no synthetic world): DVC's `plots:` name them all for every study.
+    for name in load_figures():
+        (data_out / "plots" / name).mkdir(parents=True, exist_ok=True)
     findings: dict[str, float] = {}
     for r in drawn:
         for f in r.findings:
