@@ -360,6 +360,9 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# Seconds between samples of a live job's CPU, memory and GPU use (MLflow's default is 10).
+SYSTEM_METRICS_INTERVAL_S = 5.0
+
 class StageRun:
     """One MLflow run. Every call is best-effort: the first failure is one warning, and the run
     stops calling the server (each call to a dead server would cost its time-out again)."""
@@ -458,7 +461,27 @@ class StageRun:
         if Path(path).exists():
             self._safely("log_artifact", "log_artifact", self.run_id, str(path), artifact_path)
 
+    def watch_system(self, interval_s: float | None = None) -> None:
+        """Sample CPU, memory (and GPU, where there is one) into the run's `system/` metrics while
+        the job works: MLflow's own monitor, on a thread, for the jobs whose run is open."""
+        if not self.active:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s or SYSTEM_METRICS_INTERVAL_S,
+                                                 tracking_uri=tracking_uri())
+            self._monitor.start()
+        except Exception as err:  # psutil missing, or a store that refuses: the job goes on
+            log.warning("system metrics are not logged: %s", err)
+
     def end(self, status: str) -> None:
+        monitor = getattr(self, "_monitor", None)
+        if monitor is not None:
+            try:
+                monitor.finish()
+            except Exception as err:
+                log.warning("system metrics monitor did not stop cleanly: %s", err)
         self.flush()
         self._safely("set_terminated", "set_terminated", self.run_id, status)
 
@@ -557,6 +580,7 @@ def tracked(study: Any, job: Job, logs_root: Path = Path("logs")) -> Iterator[St
                         "sends them later): %s", off)
     if not off and job.live:
         run = _open_run(study, job, logs_root)
+        run.watch_system()
     _terminate_on_sigterm()
     try:
         yield run
