@@ -68,7 +68,7 @@ def run(nudge_from=3, paddings=("none", "left", "right"), **params):
     tables = Runner(models, targets, pool, p, seed=0, eos_id=EOS, grader=grader).measure().frames()
     tables["unique"] = unique_completions(tables["completions"], EOS)
     metrics = job_metrics(tables["logits"], tables["completions"], tables["timing"], tables["unique"],
-                          list(p.batch_sizes), list(p.cache_modes))
+                          list(p.batch_sizes), list(p.cache_modes), steps=tables["steps"])
     return tables, metrics
 
 
@@ -95,8 +95,16 @@ def test_a_known_flip_is_measured_where_it_happens():
         assert m[f"{mode}_flip_rate_b3"] == m[f"{mode}_flip_rate_b4"] == pytest.approx(1 / 4)
         assert m[f"{mode}_not_equal_share_b3"] == 1.0
         assert m[f"{mode}_max_abs_diff"] == NUDGE
+        # The drift (2^-19 everywhere at b >= 3) exceeds the margin (2^-20) only at the near tie:
+        # the predicted flips are the observed ones, and 2 of 3 batch sizes predict a change.
+        assert m[f"{mode}_predicted_flip_rate"] == m[f"{mode}_flip_rate"] == pytest.approx(1 / 6)
+        assert m[f"{mode}_possible_flip_rate"] == pytest.approx(1 / 6)
+        assert m[f"{mode}_predicted_changed_rate"] == m[f"{mode}_prompts_with_flip"] == pytest.approx(2 / 3)
     # Free running: the completion diverges at token 1 at b >= 3, and matches alone at b = 2.
     assert m["free_differ_rate_b2"] == 0 and m["free_differ_rate_b3"] == 1 and m["free_differ_rate_b4"] == 1
+    # 3 targets x 3 paddings per batch size; none changed at b = 2: the exact 95% bound says < 28.3%.
+    assert m["free_completions_b2"] == 9 and m["free_differ_upper_b2"] == pytest.approx(1 - 0.05 ** (1 / 9))
+    assert m["free_power_b2"] == pytest.approx(1 - 0.99**9) and m["free_differ_upper_b3"] == 1.0
     assert m["free_first_divergence_mean"] == 1
     comp = tables["completions"]
     batched = comp[(comp["run"] == "first") & (comp["batch_size"] >= 3)]
@@ -124,12 +132,22 @@ def test_unique_completions_count_the_batch_sizes_the_requests_met():
         assert (rows["differs"] == (rows["batch_size"] >= 3)).all()
 
 
+def tables_steps_count(**kwargs) -> int:
+    tables, _ = run(paddings=("left",), cache_modes=("decode",), **kwargs)
+    rows = tables["logits"]
+    return rows[(rows["run"] == "first") & (rows["path"] == "default") & (rows["batch_size"] > 1)]["steps"].sum()
+
+
 def test_no_flip_no_difference():
     _, m = run(nudge_from=None, paddings=("left",), cache_modes=("decode",))
     assert m["decode_not_equal_share"] == 0 and m["decode_flip_rate"] == 0 and m["free_differ_rate"] == 0
     assert m["unique_completions_max"] == 1 and m["qa_grade_changed"] == 0
     assert m["free_first_divergence_mean"] is None
     assert "prefill_not_equal_share" not in m
+    # Nothing flipped: the report gets the bound and the predicted rate (0: no logit moved).
+    n_steps = int(tables_steps_count(nudge_from=None))
+    assert m["decode_flip_rate_upper"] == pytest.approx(1 - 0.05 ** (1 / n_steps))
+    assert m["decode_predicted_flip_rate"] == 0
 
 
 def test_padding_sides_place_tokens_and_masks():

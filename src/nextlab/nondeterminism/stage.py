@@ -145,7 +145,7 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
     tables["prompts"] = pd.DataFrame([{"prompt_id": t.prompt_id, "kind": t.kind, "text": t.text,
                                        "tokens": " ".join(map(str, t.tokens)), "gold": t.gold} for t in targets])
     metrics = job_metrics(tables["logits"], tables["completions"], tables["timing"], tables["unique"],
-                          list(p.batch_sizes), list(p.cache_modes))
+                          list(p.batch_sizes), list(p.cache_modes), steps=tables["steps"])
     factors = {"model": model_name, "dtype": dtype, "attention": attention, "threads": threads}
     env = fingerprint(device, torch_dtype)
 
