@@ -62,6 +62,7 @@ def grader(prompt: Prompt, tokens: list[int]) -> str | None:
 def run(nudge_from=3, paddings=("none", "left", "right"), **params):
     targets = [P("q1", [0, 5]), P("q2", [0, 3, 5]), P("b1", [0, 4, 5], "bio")]
     pool = targets + [P(f"n{i}", [0] + [12] * (i % 4) + [11]) for i in range(8)]
+    params = {"stop_at_eos": True, "decode_from_free": False, **params}
     p = NondeterminismParams(batch_sizes=(1, 2, 3, 4), paddings=paddings, max_new_tokens=6, repeat_prompts=2,
                              repeat_requests=6, **params)
     models = Models(default=LookupModel(nudge_from), reference=LookupModel(None, torch.float64))
@@ -118,6 +119,39 @@ def test_a_known_flip_is_measured_where_it_happens():
     # The same batches twice give the same bits: the control is 0.
     assert m["control_repeat_not_equal"] == 0
     assert m["prefill_vs_decode_not_equal_share"] == 0
+
+
+def test_decode_read_off_the_free_runs_finds_the_same_flips():
+    forced, _ = run()
+    derived, m = run(decode_from_free=True)
+    key = ["batch_size", "padding", "prompt_id"]
+    rows = {name: t["logits"][(t["logits"]["measure"] == "decode") & (t["logits"]["run"] == "first")
+                              & (t["logits"]["path"] == "default")].set_index(key).sort_index()
+            for name, t in (("forced", forced), ("derived", derived))}
+    assert rows["forced"].index.equals(rows["derived"].index)
+    for column in ("flips", "first_flip", "min_margin"):
+        assert (rows["forced"][column] == rows["derived"][column]).all(), column
+    # Steps are compared up to and including the first divergence (step 1 at b >= 3), all 4 before.
+    d = rows["derived"]
+    assert (d.loc[d.index.get_level_values(0) >= 3, "steps"] == 2).all()
+    assert (d.loc[d.index.get_level_values(0) == 2, "steps"] == 4).all()
+    assert m["decode_flip_rate_b3"] == pytest.approx(1 / 2) and m["decode_flip_rate_b2"] == 0
+    assert not (derived["timing"]["measure"] == "decode").any()  # no separate forced run
+
+
+def test_derived_logits_are_the_teacher_forced_bits_in_the_same_batch():
+    from nextlab.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, d_model=32)).eval()
+    prompts = [[0, 7, 9], [0, 5, 3, 3], [0, 11]]
+    alone = decode_batch(model, prompts[:1], "none", 12, None)[0].tokens
+    free = decode_batch(model, prompts, "left", 12, None, keep_logits=[True, False, False])[0]
+    forced = decode_batch(model, prompts, "left", 12, None, forced=[alone, None, None],
+                          keep_logits=[True, False, False])[0]
+    div = first_divergence(free.tokens, alone)
+    n = len(alone) if div is None else div + 1
+    assert torch.equal(free.logits[:n], forced.logits[:n])
 
 
 def test_unique_completions_count_the_batch_sizes_the_requests_met():
