@@ -135,8 +135,10 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
 
     torch.set_num_threads(threads)
     # The invariant mode has its own attention kernel, so the attention path does not change it:
-    # it runs once per dtype and thread count, in the job of the first attention path listed.
-    invariant = p.invariant_control and (attention == p.attention[0] or attention not in p.attention)
+    # it runs once per dtype, in the job of the first attention path and thread count listed (a
+    # positive control needs no power: it must show no difference at all).
+    invariant = p.invariant_control and (attention == p.attention[0] or attention not in p.attention) and (
+        threads == p.threads[0] or threads not in p.threads)
     models = load_models(ckpt, attention, torch_dtype, device, invariant, p.float64_reference)
 
     def grader(prompt: Prompt, tokens: list[int]) -> str | None:
