@@ -61,3 +61,37 @@ def test_bad_arguments_are_refused():
         with pytest.raises(ValueError):
             call()
     assert math.isclose(upper_bound(0, 1), 0.95)
+
+
+def _completions(default: tuple[int, int], control: tuple[int, int] | None, dtype="bfloat16", b=2):
+    import pandas as pd
+
+    rows = []
+    for path, (k, n) in (("default", default), ("invariant", control)) if control else (("default", default),):
+        rows += [{"dtype": dtype, "batch_size": b, "run": "first", "path": path, "differs": i < k} for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def _steps(margins, drifts, flips):
+    import pandas as pd
+
+    return pd.DataFrame({"measure": "decode", "batch_size": 2, "margin": margins, "max_abs_diff": drifts,
+                         "flip": flips})
+
+
+def test_verdict_needs_separated_non_degenerate_intervals():
+    from nextlab.report.figures.nondeterminism import verdict
+
+    steps = _steps([0.01, 1.0, 1.0, 1.0], [0.02, 0.01, 0.0, 0.0], [True, False, False, False])
+    said, findings = verdict(_completions((30, 300), (0, 300)), steps)
+    assert said.startswith("Supported: bfloat16, batch 2: 10.0%")
+    assert "predicted 25.000% of 4 steps" in said and "25.000% did" in said
+    # A rate above 0 whose interval overlaps the control's is not resolved.
+    said, _ = verdict(_completions((2, 39), (0, 39)), steps)
+    assert said.startswith("Not resolved") and "overlaps" in said
+    # Without a control nothing is separated.
+    said, _ = verdict(_completions((30, 300), None), steps)
+    assert said.startswith("Not resolved") and "no batch-invariant control" in said
+    # Nothing changed: the exact bound, never a bare "not shown".
+    said, _ = verdict(_completions((0, 299), (0, 100)), _steps([1.0], [0.0], [False]))
+    assert said.startswith("Not shown: 0 of 299") and "below 1.00%" in said and "predicted 0.000%" in said
