@@ -63,3 +63,21 @@ def test_the_mismatch_is_measured_not_assumed():
     m = mismatch(s.logits, logits, mask, 1.0, targets)
     # (rounding can leave a KL of a few 1e-9 either side of 0)
     assert abs(m["sampler_trainer_kl"]) < 1e-6 and m["logprob_diff_max"] < 1e-3
+
+
+def test_a_policy_gradient_step_is_exactly_on_policy_under_batch_invariance():
+    from nextlab.posttrain.policy_gradient import PGConfig, pg_step
+
+    reward = lambda i, toks: (1.0, "correct") if toks[:1] == [7] else (0.0, "wrong")  # noqa: E731
+    logs = {}
+    for invariant in (False, True):
+        policy, ref = _model(), _model()
+        cfg = PGConfig(group_size=4, temperature=0.7, kl_coef=0.05, max_new_tokens=6, batch_invariant=invariant)
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
+        logs[invariant] = [pg_step(policy, ref, optimizer, PROMPTS[:4], reward, cfg, generator) for _ in range(3)]
+    for log in logs[True]:  # every step: the trainer's log-probs are the sampler's bits
+        assert log["sampler_trainer_kl"] == 0.0 and log["logprob_diff_max"] == 0.0
+    for log in logs[False]:  # measured, whatever it is on this machine
+        assert {"sampler_trainer_kl", "logprob_diff_max", "logprob_diff_mean"} <= set(log)
+        assert log["logprob_diff_max"] >= log["logprob_diff_mean"] >= 0.0
