@@ -331,7 +331,7 @@ def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
     final = frame.tail(FINAL_WINDOW)
     out: dict[str, Any] = {}
     for key in ("reward", "abstain_rate", "abstain_rate_seen", "abstain_rate_unseen", "correct_rate",
-                "wrong_rate", "kl"):
+                "wrong_rate", "kl", "sampler_trainer_kl", "logprob_diff_max"):
         out[f"first_{key}"] = float(first[key].mean())
         out[f"final_{key}"] = float(final[key].mean())
     out["collapsed_to_abstain"] = int(out["final_abstain_rate"] >= COLLAPSE_ABSTAIN_RATE)
