@@ -7,11 +7,11 @@ Job outputs in `out_dir` (results/<study>/nondeterminism/<model>/<dtype>/<attent
 |---|---|
 | `prompts.parquet` | the target prompts: id, kind (qa/bio), text, tokens, gold answer |
 | `logits.parquet` | per target x path x measure (prefill/decode) x batch size x padding: steps, steps not bitwise equal to alone, max/mean abs logit difference, argmax flips, first flip, min top-2 margin; `run` is `first`, or `control` for the rerun of the largest batch |
-| `steps.parquet` | per step of the default path's teacher-forced runs: margin, max abs difference, not equal, flip |
+| `steps.parquet` | per step of the default path's teacher-forced runs (`decode`: the free runs up to their first divergence, see `decode_from_free`): margin, max abs difference (the drift), not equal, flip |
 | `completions.parquet` | per target x path x batch size x padding (and each repeated request): the free-running completion, whether and where it diverges from alone, against float64, QA grades |
 | `unique.parquet` | per repeated prompt: requests and distinct completions |
 | `timing.parquet` | per path x measure x batch size x padding: wall and CPU seconds, tokens |
-| `env.json` | the environment fingerprint (`env.fingerprint`) |
+| `env.json` | the environment fingerprint (`env.fingerprint`), with the matmul kernels oneDNN runs for bf16 and the job's dtype |
 | `provenance.json` | code version, params hash, data and tokenizer hashes, the checkpoint |
 | `metrics.json` | flat metrics (`metrics.job_metrics`) |
 
