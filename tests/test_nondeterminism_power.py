@@ -89,6 +89,15 @@ def test_verdict_needs_separated_non_degenerate_intervals():
     # A rate above 0 whose interval overlaps the control's is not resolved.
     said, _ = verdict(_completions((2, 39), (0, 39)), steps)
     assert said.startswith("Not resolved") and "overlaps" in said
+    # No batch size separates alone, but pooled over batch sizes the control's interval is narrower.
+    import pandas as pd
+
+    pooled = pd.concat([_completions((3, 40), (0, 40), b=b) for b in (2, 4, 16, 64)], ignore_index=True)
+    said, findings = verdict(pooled, steps)
+    assert said.startswith("Supported: bfloat16, batch > 1: 7.5%")
+    assert any(f.key == "nondeterminism.bfloat16.differ_ball" for f in findings)
+    said, _ = verdict(_completions((2, 39), (0, 39)), steps)
+    assert said.startswith("Not resolved") and "overlaps" in said
     # Without a control nothing is separated.
     said, _ = verdict(_completions((30, 300), None), steps)
     assert said.startswith("Not resolved") and "no batch-invariant control" in said

@@ -42,8 +42,9 @@ def _job(row) -> str:
 
 def verdict(completions, steps) -> tuple[str | None, list[Finding]]:
     """The claim's verdict from changed completions (batch size > 1, run `first`) and teacher-forced
-    steps, per dtype and batch size: default kernels pooled over the dtype's jobs against the
-    batch-invariant control of the same dtype (Wilson 95% intervals).
+    steps, per dtype and batch size, and per dtype over every batch size > 1 (the control's claim,
+    no change at any batch size, pools them): default kernels pooled over the dtype's jobs against
+    the batch-invariant control of the same dtype (Wilson 95% intervals).
 
     Supported only where the default path's interval lies wholly above the control's and is not
     degenerate (it excludes 0, and the control was measured). Otherwise the verdict gives the
@@ -58,21 +59,25 @@ def verdict(completions, steps) -> tuple[str | None, list[Finding]]:
     first = completions[(completions["run"] == "first") & (completions["batch_size"] > 1)]
     best = None  # the separated (dtype, batch) with the highest default rate
     overlapping = []
-    for (dtype, b), rows in first.groupby(["dtype", "batch_size"]):
+    groups = [((dtype, b), rows) for (dtype, b), rows in first.groupby(["dtype", "batch_size"])]
+    groups += [((dtype, "> 1"), rows) for dtype, rows in first.groupby("dtype")]
+    for (dtype, b), rows in groups:
         default, control = rows[rows["path"] == "default"], rows[rows["path"] == "invariant"]
         if not len(default):
             continue
-        d = proportion(f"nondeterminism.{dtype}.differ_b{b}", f"{dtype}, batch {b}: completions that differ "
+        tag = "all" if b == "> 1" else b
+        d = proportion(f"nondeterminism.{dtype}.differ_b{tag}", f"{dtype}, batch {b}: completions that differ "
                        "from alone (default kernels, every job)", int(default["differs"].sum()), len(default))
         findings.append(d)
         c = None
         if len(control):
-            c = proportion(f"nondeterminism.{dtype}.invariant.differ_b{b}", f"{dtype}, batch {b}: the same, "
+            c = proportion(f"nondeterminism.{dtype}.invariant.differ_b{tag}", f"{dtype}, batch {b}: the same, "
                            "batch-invariant kernels", int(control["differs"].sum()), len(control))
             findings.append(c)
         if c is not None and d.lo > 0 and d.above(c):
-            if best is None or d.value > best[0].value:
-                best = (d, c)
+            # a single batch size that separates on its own outranks the pooled comparison
+            if best is None or (b != "> 1", d.value) > (best[2], best[0].value):
+                best = (d, c, b != "> 1")
         elif d.lo > 0:
             overlapping.append((d, c))
     default_all = first[first["path"] == "default"]
@@ -87,10 +92,16 @@ def verdict(completions, steps) -> tuple[str | None, list[Finding]]:
                  f"{p.steps} steps to flip (margin below the drift; at most {p.possible_rate:.3%} could), "
                  f"{flips / p.steps:.3%} did (95% upper bound {upper_bound(flips, p.steps):.3%}).")
     if best is not None:
-        d, c = best
+        d, c, _ = best
+        others = ""
+        for dtype, rows in default_all.groupby("dtype"):
+            if dtype != d.key.split(".")[1]:
+                kk, nn = int(rows["differs"].sum()), len(rows)
+                others += (f" {dtype}: {kk} of {nn} changed (below {upper_bound(kk, nn):.2%}, exact one-sided "
+                           "95% bound)." if kk == 0 else f" {dtype}: {kk} of {nn} changed, not separated.")
         return (f"Supported: {d.label.split(':')[0]}: {d.value:.1%} [{d.lo:.1%}, {d.hi:.1%}] of "
                 f"{d.n} completions differ from the prompt alone, against {c.value:.1%} "
-                f"[{c.lo:.1%}, {c.hi:.1%}] with batch-invariant kernels." + drift), findings
+                f"[{c.lo:.1%}, {c.hi:.1%}] with batch-invariant kernels." + others + drift), findings
     if n == 0:
         return None, findings
     if overlapping:
