@@ -267,3 +267,32 @@ def test_worked_examples_in_docstrings():
     for module in (decode, env, invariant, kernels, measures, prompts):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+@pytest.mark.parametrize("side", ["none", "left", "right"])
+def test_decoding_past_the_context_restarts_from_the_last_half_alone_or_batched(side):
+    from nextlab.model import GPT, GPTConfig
+    from nextlab.nondeterminism.decode import Window, prefill_forced, window_for
+
+    assert window_for(16, 3, 13) is None and window_for(16, 3, 14) == Window(every=8, keep=8)
+    with pytest.raises(ValueError, match="at most 8 tokens"):
+        window_for(16, 9, 30)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, d_model=16)).eval().double()
+    w = Window(every=8, keep=8)
+    prompts = [[0, 7, 9], [0, 5, 4]] if side == "none" else [[0, 7, 9], [0, 5]]
+    free = decode_batch(model, prompts, side, 30, None, window=w)
+    tokens = [r.tokens for r in free]
+    dec = decode_batch(model, prompts, side, 30, None, forced=tokens, keep_logits=[True, True], window=w)
+    pre = prefill_forced(model, prompts, tokens, side, window=w)
+    for row in range(2):
+        toks = tokens[row]
+        # Step g's logits: its window (prompt + tokens, cut to the last 8 at each multiple of 8) alone.
+        ref = []
+        for g in range(30):
+            start = (g // 8) * 8
+            context = (list(prompts[row]) + toks[:start])[-8:] if start else list(prompts[row])
+            ref.append(model(torch.tensor([context + toks[start:g]]))[0, -1])
+        ref = torch.stack(ref)
+        assert dec[row].tokens == toks and [int(t) for t in ref.argmax(-1)] == toks
+        assert torch.allclose(pre[row], ref, atol=1e-9) and torch.allclose(dec[row].logits, ref, atol=1e-9)
