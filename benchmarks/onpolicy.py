@@ -31,10 +31,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    import pandas as pd
     import torch
 
-    from nextlab.posttrain.stage import run_posttrain, start_stage_of
+    from nextlab.posttrain.stage import start_stage_of
     from nextlab.config.posttrain import parse_scheme
 
     torch.set_num_threads(args.threads)
@@ -43,6 +42,14 @@ def main() -> None:
     results = ROOT / "results" / base.study
     start = results / "models" / model / start_stage_of(parse_scheme(args.scheme)) / "ckpt.pt"
     out = Path(tempfile.mkdtemp(prefix="onpolicy-"))
+    show(*run_both(base, model, args, start, results, out))
+
+
+def run_both(base, model, args, start, results, out):
+    import pandas as pd
+
+    from nextlab.posttrain.stage import run_posttrain
+
     runs, finals = {}, {}
     for invariant in (False, True):
         update = {"batch_invariant": invariant} | ({"steps": args.steps} if args.steps else {})
@@ -50,7 +57,11 @@ def main() -> None:
         name = "invariant" if invariant else "default"
         finals[name] = run_posttrain(study, model, args.scheme, args.seed, start, results / "data",
                                      results / "tokenizer", out / name)
-        runs[name] = pd.read_csv(out / name / "steps.csv")
+        runs[name] = pd.read_csv(out / name / "steps.csv").merge(pd.read_csv(out / name / "timing.csv"), on="step")
+    return runs, finals, args, out
+
+
+def show(runs, finals, args, out) -> None:
     cols = ["step", "reward", "sampler_trainer_kl", "logprob_diff_max", "logprob_diff_mean", "seconds"]
     print(f"{args.scheme}, seed {args.seed}, {args.threads} thread(s); runs under {out}")
     for name, steps in runs.items():
