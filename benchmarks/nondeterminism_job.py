@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from nextlab.config import load_study  # noqa: E402
 from nextlab.config.nondeterminism import NondeterminismParams  # noqa: E402
-from nextlab.nondeterminism.power import upper_bound, lower_bound  # noqa: E402
+from nextlab.nondeterminism.power import lower_bound, upper_bound  # noqa: E402
 
 
 def main() -> None:

@@ -33,8 +33,8 @@ def main() -> None:
 
     import torch
 
-    from nextlab.posttrain.stage import start_stage_of
     from nextlab.config.posttrain import parse_scheme
+    from nextlab.posttrain.stage import start_stage_of
 
     torch.set_num_threads(args.threads)
     base = load_study(args.params)

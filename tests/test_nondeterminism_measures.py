@@ -262,7 +262,8 @@ def test_job_metrics_keep_their_keys_when_tables_are_empty():
 def test_worked_examples_in_docstrings():
     import doctest
 
-    from nextlab.nondeterminism import decode, env, invariant, kernels, measures, prompts
+    from nextlab.model import invariant, kernels
+    from nextlab.nondeterminism import decode, env, measures, prompts
 
     for module in (decode, env, invariant, kernels, measures, prompts):
         result = doctest.testmod(module)

@@ -33,9 +33,9 @@ from nextlab.config.nondeterminism import ATTENTION_PATHS, DTYPES, TABLES
 from nextlab.errors import NextlabError
 from nextlab.io import atomic_path, write_json
 from nextlab.model import GPT, GPTConfig
+from nextlab.model.invariant import BatchInvariantGPT
 from nextlab.nondeterminism.decode import window_for
 from nextlab.nondeterminism.env import dtype_runs, fingerprint
-from nextlab.nondeterminism.invariant import BatchInvariantGPT
 from nextlab.nondeterminism.measures import truncate
 from nextlab.nondeterminism.metrics import job_metrics
 from nextlab.nondeterminism.prompts import Prompt, build_pool, choose_targets

@@ -42,7 +42,7 @@ class Sampled:
 
 
 def _invariant(model: torch.nn.Module) -> torch.nn.Module:
-    from nextlab.nondeterminism import BatchInvariantGPT
+    from nextlab.model.invariant import BatchInvariantGPT
 
     return model if isinstance(model, BatchInvariantGPT) else BatchInvariantGPT(model)
 
