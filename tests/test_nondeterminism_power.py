@@ -104,3 +104,13 @@ def test_verdict_needs_separated_non_degenerate_intervals():
     # Nothing changed: the exact bound, never a bare "not shown".
     said, _ = verdict(_completions((0, 299), (0, 100)), _steps([1.0], [0.0], [False]))
     assert said.startswith("Not shown: 0 of 299") and "below 1.00%" in said and "predicted 0.000%" in said
+
+
+def test_the_report_states_the_power_of_the_design_it_ran():
+    import pandas as pd
+
+    from nextlab.report.figures.nondeterminism import power_note
+
+    first = pd.concat([_completions((0, 299), None, b=b) for b in (2, 64)], ignore_index=True)
+    note = power_note(first)
+    assert "299 give 95%" in note and "n = 299-299 (power 95%)" in note and "pooled over dtypes n = 299" in note

@@ -40,6 +40,27 @@ def _job(row) -> str:
     return f"{row['dtype']}/{row['attention']}/threads{row['threads']}"
 
 
+def power_note(first) -> str | None:
+    """The power calculation behind the design, from the completions it ran (batch size > 1).
+
+    Under exact determinism no completion changes, so one change decides; a rate of 1% shows at
+    least once in n completions with probability 1 - 0.99^n (299 give 95%).
+    """
+    from nextlab.nondeterminism.metrics import DETECT_RATE
+    from nextlab.nondeterminism.power import completions_for_power, detection_power
+
+    default = first[first["path"] == "default"]
+    if not len(default):
+        return None
+    per = default.groupby(["dtype", "batch_size"]).size()
+    pooled = default.groupby("batch_size").size()
+    need = completions_for_power(DETECT_RATE, 0.95)
+    return (f"Power: a {DETECT_RATE:.0%} rate of changed completions shows at least once in n completions with "
+            f"probability 1 - {1 - DETECT_RATE:g}^n ({need} give 95%). Per dtype and batch size n = "
+            f"{int(per.min())}-{int(per.max())} (power {detection_power(DETECT_RATE, int(per.min())):.0%}); "
+            f"pooled over dtypes n = {int(pooled.min())} (power {detection_power(DETECT_RATE, int(pooled.min())):.0%}).")
+
+
 def verdict(completions, steps) -> tuple[str | None, list[Finding]]:
     """The claim's verdict from changed completions (batch size > 1, run `first`) and teacher-forced
     steps, per dtype and batch size, and per dtype over every batch size > 1 (the control's claim,
@@ -161,7 +182,8 @@ def rates(tables, model: str) -> Drawn:
     if said is not None and bits is not None and bits.lo > 0:
         said += f" {bits.value:.1%} of teacher-forced steps had logits not bitwise equal to alone."
     table = pd.DataFrame(rows, columns=["job", "path", "batch_size", "differ", "lo", "hi", "n"])
-    return Drawn(lambda path: rates_vs_batch(data, path), data=table, findings=findings, verdict=said)
+    return Drawn(lambda path: rates_vs_batch(data, path), data=table, findings=findings, verdict=said,
+                 note=power_note(first))
 
 
 @figure(
