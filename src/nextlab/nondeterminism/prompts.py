@@ -4,7 +4,9 @@
   `<|bos|><|question|>{question}<|answer|>`, graded against the gold answer.
 * Biography prompts: `<|bos|>` + an evaluation person's name + the first words of one of the
   biography sentence templates that begin with the name, e.g. `Talo Mirvek was born`; the model
-  continues freely (no grade).
+  continues freely (no grade), from mid-sentence.
+* Never-seen biographies (kind `unseen`): the same openings for names the model never saw, whose
+  facts it can only guess: the uncertain ground where near-ties, and so flips, live.
 
 Targets are a seeded sample of both kinds, from their most common token lengths; the neighbours a target is batched with are drawn from
 the whole pool (every evaluation question and every evaluation person's opening), so a batch of 64
@@ -50,30 +52,35 @@ def bio_opening(name: str, template: str, words: int) -> str:
 
 
 def build_pool(qa: pd.DataFrame, qa_path: str | Path, codec: QACodec, tokenizer: Any, words: int,
-               seed: int) -> tuple[list[Prompt], list[Prompt]]:
-    """Every evaluation QA prompt and every evaluation person's biography opening."""
+               seed: int) -> tuple[list[Prompt], list[Prompt], list[Prompt]]:
+    """Every evaluation QA prompt, every seen evaluation person's biography opening, and every
+    never-seen name's."""
     rows = require_split(qa, "eval", qa_path).sort_values("question_id")
     qa_prompts = [
         Prompt(r.question_id, "qa", r.question, tuple(codec.prompt(r.question)), r.answer)
         for r in rows.itertuples()
     ]
-    people = rows[rows["seen"]].drop_duplicates("person_id").sort_values("person_id")
-    rng = np.random.default_rng([seed, 5])
-    bio_prompts = []
-    for r in people.itertuples():
-        text = bio_opening(r.name, _OPENINGS[int(rng.integers(len(_OPENINGS)))], words)
-        ids = tokenizer.encode(text, add_special_tokens=False).ids
-        bio_prompts.append(Prompt(f"bio:{r.person_id}", "bio", text, (BOS_ID, *ids), None))
-    return qa_prompts, bio_prompts
+    pools = []
+    for seen, kind, stream in ((True, "bio", 5), (False, "unseen", 9)):
+        people = rows[rows["seen"] == seen].drop_duplicates("person_id").sort_values("person_id")
+        rng = np.random.default_rng([seed, stream])
+        prompts = []
+        for r in people.itertuples():
+            text = bio_opening(r.name, _OPENINGS[int(rng.integers(len(_OPENINGS)))], words)
+            ids = tokenizer.encode(text, add_special_tokens=False).ids
+            prompts.append(Prompt(f"{kind}:{r.person_id}", kind, text, (BOS_ID, *ids), None))
+        pools.append(prompts)
+    return qa_prompts, pools[0], pools[1]
 
 
 def choose_targets(qa_pool: list[Prompt], bio_pool: list[Prompt], n_qa: int, n_bio: int, seed: int,
-                   where: str) -> list[Prompt]:
+                   where: str, unseen_pool: list[Prompt] = (), n_unseen: int = 0) -> list[Prompt]:
     """n_qa QA and n_bio biography prompts, taken from the most common token lengths first (seeded
     within a length), so that padding `none` can batch several targets of one length together;
     too few available is an error."""
     for n, pool, what, key in ((n_qa, qa_pool, "evaluation questions", "qa_prompts"),
-                               (n_bio, bio_pool, "evaluation people with a biography", "bio_prompts")):
+                               (n_bio, bio_pool, "evaluation people with a biography", "bio_prompts"),
+                               (n_unseen, unseen_pool, "never-seen names", "unseen_prompts")):
         if n > len(pool):
             raise NextlabError(
                 f"nondeterminism.{key}={n}, but {where} has only {len(pool)} {what}; lower it"
@@ -90,4 +97,4 @@ def choose_targets(qa_pool: list[Prompt], bio_pool: list[Prompt], n_qa: int, n_b
             chosen += [group[i] for i in rng.permutation(len(group))][: n - len(chosen)]
         return sorted(chosen, key=lambda p: p.prompt_id)
 
-    return pick(qa_pool, n_qa) + pick(bio_pool, n_bio)
+    return pick(qa_pool, n_qa) + pick(bio_pool, n_bio) + pick(list(unseen_pool), n_unseen)

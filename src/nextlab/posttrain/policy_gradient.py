@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from nextlab.generate import EOS_ID, PAD_ID, generate
+from nextlab.generate import EOS_ID, PAD_ID
+from nextlab.posttrain.onpolicy import mismatch, sample, trainer_logits
 
 RewardFn = Callable[[int, list[int]], tuple[float, str]]
 
@@ -49,6 +50,7 @@ class PGConfig:
     max_new_tokens: int = 16
     eos_id: int = EOS_ID
     pad_id: int = PAD_ID
+    batch_invariant: bool = False  # sampler and trainer through the batch-invariant kernels (onpolicy.py)
 
 
 def group_advantages(rewards: np.ndarray) -> np.ndarray:
@@ -102,8 +104,9 @@ def pg_step(
     """One policy-gradient step on `prompts`; returns the step's log (before the update)."""
     G = cfg.group_size
     repeated = [p for p in prompts for _ in range(G)]
-    out = generate(policy, repeated, cfg.max_new_tokens, temperature=cfg.temperature,
-                   eos_id=cfg.eos_id, pad_id=cfg.pad_id, generator=generator)
+    # The same draws as generate(); the sampler's logits are kept to measure the mismatch.
+    out = sample(policy, repeated, cfg.max_new_tokens, cfg.temperature, cfg.eos_id, cfg.pad_id, generator,
+                 cfg.batch_invariant)
     # An empty answer can only come from max_new_tokens=0; give it the eos so it has a log-prob.
     answers = [toks if toks else [cfg.eos_id] for toks in out.tokens]
 
@@ -113,7 +116,8 @@ def pg_step(
     adv = torch.tensor(group_advantages(rewards).reshape(-1), dtype=torch.float32)
 
     policy.train()
-    logits, targets, mask = _teacher_forced(policy, repeated, answers, cfg.pad_id)
+    logits, targets, mask = trainer_logits(policy, repeated, answers, cfg.pad_id, cfg.batch_invariant)
+    on_policy = mismatch(out.logits, logits, mask, cfg.temperature, targets)
     adv = adv.to(logits.device)
     logp_t = F.log_softmax(logits / cfg.temperature, dim=-1)
     token_logp = logp_t.gather(-1, targets[:, :, None]).squeeze(-1) * mask
@@ -153,4 +157,5 @@ def pg_step(
         "loss": float(loss.detach()),
         "grad_norm": float(grad_norm),
         "answer_tokens": float(mask.sum()) / n,
+        **on_policy,
     }
