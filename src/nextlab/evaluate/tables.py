@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from nextlab.config import Study
-from nextlab.errors import InputFileError, NextlabError
 from nextlab.config.posttrain import parse_scheme
+from nextlab.errors import InputFileError, NextlabError
 from nextlab.evaluate.summary import bucket_of, bucket_sort_key, reference_share, scheme_metrics
 
 ANSWER_COLUMNS = [
