@@ -93,3 +93,19 @@ def test_share_is_undefined_where_the_reference_scores_nothing():
     r = reference_share([_frame(["correct"] * 3, [0.2] * 3, [0.2] * 3, [True] * 3)], start, 0.5, 50, 0)
     assert r["share_threshold"] is None  # nothing above 0.5: the reference scores 0
     assert r["gap_threshold"] == pytest.approx(1.0)
+
+
+def test_kalai_bound_summary_hand_computed():
+    from nextlab.evaluate.kalai import bound_summary, reliability_table
+
+    # Facts seen once: confidences 0.3 and 0.3 (both wrong), 0.9 (right); seen 8x: 0.9 (right).
+    rows = pd.DataFrame({"mentions": [1, 1, 1, 8], "confidence": [0.3, 0.3, 0.9, 0.9],
+                         "correct": [False, False, True, True]})
+    s = bound_summary(rows, singleton_rate=0.75, n_bins=10, n_boot=200, seed=0)
+    # bins: 0.3 -> acc 0 (gap 0.3, 2 facts), 0.9 -> acc 1 (gap 0.1, 2 facts): ECE = (0.6 + 0.2) / 4
+    assert s["ece"] == pytest.approx(0.2)
+    assert s["forced_error_k1"] == pytest.approx(2 / 3) and s["forced_error_all"] == pytest.approx(0.5)
+    assert s["forced_error_all_lo"] <= 0.5 <= s["forced_error_all_hi"]
+    assert s["bound"] == pytest.approx(0.55) and s["bound_holds"] == 0.0  # 0.5 < 0.75 - 0.2
+    table = reliability_table(rows, 10)
+    assert table["facts"].tolist() == [2, 2] and table["accuracy"].tolist() == [0.0, 1.0]

@@ -159,7 +159,7 @@ def scores(tables, model: str) -> Drawn:
             continue
         findings.append(gap)
         where = f"{scheme} ({gap.value:+.3f} [{gap.lo:+.3f}, {gap.hi:+.3f}])"
-        # Reached: the gap's interval reaches 0 or lies above it; short: it lies wholly below.
+        # Short: the gap's interval lies wholly below 0; otherwise the data do not put it below.
         (reached if not gap.hi < 0 else short).append(where)
     note = ("For each grading target, the best-scoring scheme (and binary), the SFT model's reference policies "
             "(no training), and each trained scheme against the SFT threshold policy at its own t:")
@@ -167,7 +167,7 @@ def scores(tables, model: str) -> Drawn:
     if reached or short:
         verdict = ("Trained schemes at their own t against thresholding the SFT model's candidate probability "
                    "(score minus reference, 95% interval): "
-                   + (f"at or above it: {', '.join(reached)}" if reached else "none reaches it")
+                   + (f"not resolved below it: {', '.join(reached)}" if reached else "every one is below it")
                    + (f"; below it: {', '.join(short)}." if short else "."))
     rows = score_rows(summary, targets)
     data = pd.DataFrame([{"row": label, "kind": kind,
