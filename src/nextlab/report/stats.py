@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 Z95 = 1.959963984540054
+ZERO = 1e-9  # below this a value or an interval's width is float rounding of zero (an ECE of 4e-14
+#              from answers all given probability ~0 is zero, and its interval no interval at all)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def degenerate(f: "Finding | None") -> str | None:
         return f"{f.label}: empty (n = 0)"
     if not (math.isfinite(f.lo) and math.isfinite(f.hi)):
         return f"{f.label}: no interval"
-    if f.hi - f.lo <= 0:
+    if f.hi - f.lo <= ZERO:
         return f"{f.label}: zero-width interval ({f.value:.3f} at [{f.lo:.3f}, {f.hi:.3f}])"
     return None
 
@@ -111,7 +113,7 @@ def compare(a: "Finding | None", b: "Finding | None") -> Comparison:
         if why is not None:
             return Comparison(False, None, why)
     assert a is not None and b is not None
-    if a.value == 0 and b.value == 0:
+    if abs(a.value) <= ZERO and abs(b.value) <= ZERO:
         return Comparison(False, None, f"all-zero values: {a.label} and {b.label} are both 0")
     if a.lo > b.hi:
         return Comparison(True, a, f"{a.label} above {b.label}: 95% intervals do not overlap")
