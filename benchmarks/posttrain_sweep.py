@@ -27,6 +27,9 @@ SETTINGS = {
     "vs_abstain": {"advantage": "vs_abstain"},
     "vs_abstain, rl only": {"advantage": "vs_abstain", "finetune_share": 0.0},
     "vs_abstain, rl only, lr 2e-4": {"advantage": "vs_abstain", "finetune_share": 0.0, "lr": 2e-4},
+    # Sampling nearer to the greedy answer that is graded: fewer wrong samples to push down.
+    "temperature 0.3": {"temperature": 0.3},
+    "vs_abstain, temperature 0.3": {"advantage": "vs_abstain", "temperature": 0.3},
 }
 
 
