@@ -106,6 +106,8 @@ CASES = [
     Case("same-scheme-twice", "snakemake", "'penalized-0.75' and 'penalized-.75' are the same scheme",
          params=_set("schemes: [none, binary, penalized-0.75, calibrated]",
                      "schemes: [none, binary, penalized-0.75, penalized-.75]")),
+    Case("unknown-advantage", "snakemake", "posttrain.advantage: got 'mean'; Input should be 'group' or 'vs_abstain'",
+         params=_set("  group_size: 2", "  group_size: 2\n  advantage: mean")),
     Case("memory", "snakemake", "train.batch_size", params=_set("  batch_size: 8", "  batch_size: 1000000000")),
     Case("user-corpus-missing", "snakemake", "data.user_corpus.path: ",
          params=_data("  user_corpus: {path: CASE/nowhere}")),

@@ -103,6 +103,10 @@ class PosttrainParams(Section):
         False, description="sample and train through the batch-invariant kernels: the trainer's log-probs are "
         "the sampler's bits (exactly on-policy); the mismatch is logged per step either way",
     )
+    advantage: Literal["group", "vs_abstain"] = Field(
+        "group", description="group: reward minus the group's mean; vs_abstain: each answer against abstaining "
+        "(see nextlab.posttrain.policy_gradient)"
+    )
 
     @field_validator("schemes")
     @classmethod

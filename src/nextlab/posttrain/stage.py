@@ -276,7 +276,9 @@ def run_posttrain(
     start = time.perf_counter()
 
     cfg = PGConfig(group_size=p.group_size, temperature=p.temperature, lr=p.lr, kl_coef=p.kl_coef,
-                   grad_clip=p.grad_clip, max_new_tokens=p.max_answer_tokens, batch_invariant=p.batch_invariant)
+                   grad_clip=p.grad_clip, max_new_tokens=p.max_answer_tokens, advantage=p.advantage,
+                   abstain_reward=reward(scheme, "abstain", 0.0),
+                   batch_invariant=p.batch_invariant)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.0)
     generator = torch.Generator(device=device).manual_seed(seed)
     steps: list[dict[str, Any]] = []
