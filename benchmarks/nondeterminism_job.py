@@ -90,9 +90,8 @@ def report(out: Path, seconds: float) -> None:
         print(unique.to_string(index=False))
         reps = comp[(comp["run"] == "repeat_requests") & comp["differs"]]
         for path, rows in reps.groupby("path"):
-            hist = rows["first_divergence"].value_counts(bins=list(range(0, 136, 8))).sort_index()
-            print(f"  {path}: first divergence (token position, bins of 8): "
-                  + ", ".join(f"{int(i.left)}-{int(i.right) - 1}: {c}" for i, c in hist.items() if c))
+            print(f"  {path}: first divergence (token position: completions): "
+                  + str(rows["first_divergence"].value_counts().sort_index().to_dict()))
 
 
 if __name__ == "__main__":
