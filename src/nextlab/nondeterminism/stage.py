@@ -5,7 +5,7 @@ Job outputs in `out_dir` (results/<study>/nondeterminism/<model>/<dtype>/<attent
 
 | file | content |
 |---|---|
-| `prompts.parquet` | the target prompts: id, kind (qa/bio), text, tokens, gold answer |
+| `prompts.parquet` | the target prompts: id, kind (qa, bio, unseen; text where a user corpus replaces the world), text, tokens, gold answer |
 | `logits.parquet` | per target x path x measure (prefill/decode) x batch size x padding: steps, steps not bitwise equal to alone, max/mean abs logit difference, argmax flips, first flip, min top-2 margin; `run` is `first`, or `control` for the rerun of the largest batch |
 | `steps.parquet` | per step of the default path's teacher-forced runs (`decode`: the free runs up to their first divergence, see `decode_from_free`): margin, max abs difference (the drift), not equal, flip |
 | `completions.parquet` | per target x path x batch size x padding (and each repeated request): the free-running completion, whether and where it diverges from alone, against float64, QA grades |
@@ -30,15 +30,23 @@ import torch
 
 from nextlab.config import Study
 from nextlab.config.nondeterminism import ATTENTION_PATHS, DTYPES, TABLES
+from nextlab.data.stage import read_jsonl
 from nextlab.errors import NextlabError
-from nextlab.io import atomic_path, write_json
+from nextlab.io import atomic_path, require_file, write_json
 from nextlab.model import GPT, GPTConfig
 from nextlab.model.invariant import BatchInvariantGPT
 from nextlab.nondeterminism.decode import window_for
 from nextlab.nondeterminism.env import dtype_runs, fingerprint
 from nextlab.nondeterminism.measures import truncate
 from nextlab.nondeterminism.metrics import job_metrics
-from nextlab.nondeterminism.prompts import Prompt, build_pool, choose_targets
+from nextlab.nondeterminism.prompts import (
+    TEXT_PROMPT_WORDS,
+    Prompt,
+    build_pool,
+    build_text_pool,
+    choose_targets,
+    choose_text_targets,
+)
 from nextlab.nondeterminism.study import Models, Runner, unique_completions
 from nextlab.provenance import data_hash_of, provenance
 from nextlab.qa.codec import QACodec
@@ -119,19 +127,28 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
     p = study.nondeterminism
     device = resolve_device(study.train.device)
     torch_dtype = check_factors(study, dtype, attention, threads, device)
-    qa_path = Path(data_dir) / "qa.parquet"
-    qa = read_qa(qa_path)
     data_hash = data_hash_of(data_dir)
-    if "name" not in qa.columns:
-        raise NextlabError(f"{qa_path}: lacks the column 'name' that biography openings need")
     tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
     codec = QACodec(tok)
-    qa_pool, bio_pool, unseen_pool = build_pool(qa, qa_path, codec, tok, p.bio_prompt_words, study.seed)
-    pool = qa_pool + bio_pool + unseen_pool
-    targets = choose_targets(qa_pool, bio_pool, p.qa_prompts, p.bio_prompts, study.seed, str(qa_path),
-                             unseen_pool, p.unseen_prompts)
-    check_sizes(study, model_name, targets, pool, str(qa_path), (dtype, attention, threads))
-    ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=p.checkpoint)
+    if study.data.synthetic:
+        qa_path = Path(data_dir) / "qa.parquet"
+        qa = read_qa(qa_path)
+        if "name" not in qa.columns:
+            raise NextlabError(f"{qa_path}: lacks the column 'name' that biography openings need")
+        qa_pool, bio_pool, unseen_pool = build_pool(qa, qa_path, codec, tok, p.bio_prompt_words, study.seed)
+        pool = qa_pool + bio_pool + unseen_pool
+        targets = choose_targets(qa_pool, bio_pool, p.qa_prompts, p.bio_prompts, study.seed, str(qa_path),
+                                 unseen_pool, p.unseen_prompts)
+        where, ckpt_stage = str(qa_path), p.checkpoint
+    else:  # a user corpus replaces the world: continue the user's held-out text, with the pretrained model
+        val_path = Path(data_dir) / "corpus" / "val.jsonl"
+        documents = [doc["text"] for doc in read_jsonl(require_file(val_path, "held-out corpus"))]
+        pool = build_text_pool(documents, tok, TEXT_PROMPT_WORDS, study.models[model_name].block_size // 2)
+        n_targets = p.qa_prompts + p.bio_prompts + p.unseen_prompts
+        targets = choose_text_targets(pool, n_targets, study.seed, str(val_path))
+        where, ckpt_stage = str(val_path), "pretrain"
+    check_sizes(study, model_name, targets, pool, where, (dtype, attention, threads))
+    ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=ckpt_stage)
 
     torch.set_num_threads(threads)
     # The invariant mode has its own attention kernel, so the attention path does not change it:
