@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from nextlab.generate import generate
-from nextlab.model import GPT, GPTConfig
-from nextlab.nondeterminism import AlignedKVCache, BatchInvariantGPT, kernels
+from nextlab.model import GPT, GPTConfig, kernels
+from nextlab.model.invariant import AlignedKVCache, BatchInvariantGPT
 from nextlab.nondeterminism.decode import decode_batch, pad_batch, prefill_logits
 
 VOCAB = 96

@@ -62,13 +62,14 @@ def grader(prompt: Prompt, tokens: list[int]) -> str | None:
 def run(nudge_from=3, paddings=("none", "left", "right"), **params):
     targets = [P("q1", [0, 5]), P("q2", [0, 3, 5]), P("b1", [0, 4, 5], "bio")]
     pool = targets + [P(f"n{i}", [0] + [12] * (i % 4) + [11]) for i in range(8)]
+    params = {"stop_at_eos": True, "decode_from_free": False, **params}
     p = NondeterminismParams(batch_sizes=(1, 2, 3, 4), paddings=paddings, max_new_tokens=6, repeat_prompts=2,
                              repeat_requests=6, **params)
     models = Models(default=LookupModel(nudge_from), reference=LookupModel(None, torch.float64))
     tables = Runner(models, targets, pool, p, seed=0, eos_id=EOS, grader=grader).measure().frames()
     tables["unique"] = unique_completions(tables["completions"], EOS)
     metrics = job_metrics(tables["logits"], tables["completions"], tables["timing"], tables["unique"],
-                          list(p.batch_sizes), list(p.cache_modes))
+                          list(p.batch_sizes), list(p.cache_modes), steps=tables["steps"])
     return tables, metrics
 
 
@@ -95,8 +96,16 @@ def test_a_known_flip_is_measured_where_it_happens():
         assert m[f"{mode}_flip_rate_b3"] == m[f"{mode}_flip_rate_b4"] == pytest.approx(1 / 4)
         assert m[f"{mode}_not_equal_share_b3"] == 1.0
         assert m[f"{mode}_max_abs_diff"] == NUDGE
+        # The drift (2^-19 everywhere at b >= 3) exceeds the margin (2^-20) only at the near tie:
+        # the predicted flips are the observed ones, and 2 of 3 batch sizes predict a change.
+        assert m[f"{mode}_predicted_flip_rate"] == m[f"{mode}_flip_rate"] == pytest.approx(1 / 6)
+        assert m[f"{mode}_possible_flip_rate"] == pytest.approx(1 / 6)
+        assert m[f"{mode}_predicted_changed_rate"] == m[f"{mode}_prompts_with_flip"] == pytest.approx(2 / 3)
     # Free running: the completion diverges at token 1 at b >= 3, and matches alone at b = 2.
     assert m["free_differ_rate_b2"] == 0 and m["free_differ_rate_b3"] == 1 and m["free_differ_rate_b4"] == 1
+    # 3 targets x 3 paddings per batch size; none changed at b = 2: the exact 95% bound says < 28.3%.
+    assert m["free_completions_b2"] == 9 and m["free_differ_upper_b2"] == pytest.approx(1 - 0.05 ** (1 / 9))
+    assert m["free_power_b2"] == pytest.approx(1 - 0.99**9) and m["free_differ_upper_b3"] == 1.0
     assert m["free_first_divergence_mean"] == 1
     comp = tables["completions"]
     batched = comp[(comp["run"] == "first") & (comp["batch_size"] >= 3)]
@@ -112,6 +121,39 @@ def test_a_known_flip_is_measured_where_it_happens():
     assert m["prefill_vs_decode_not_equal_share"] == 0
 
 
+def test_decode_read_off_the_free_runs_finds_the_same_flips():
+    forced, _ = run()
+    derived, m = run(decode_from_free=True)
+    key = ["batch_size", "padding", "prompt_id"]
+    rows = {name: t["logits"][(t["logits"]["measure"] == "decode") & (t["logits"]["run"] == "first")
+                              & (t["logits"]["path"] == "default")].set_index(key).sort_index()
+            for name, t in (("forced", forced), ("derived", derived))}
+    assert rows["forced"].index.equals(rows["derived"].index)
+    for column in ("flips", "first_flip", "min_margin"):
+        assert (rows["forced"][column] == rows["derived"][column]).all(), column
+    # Steps are compared up to and including the first divergence (step 1 at b >= 3), all 4 before.
+    d = rows["derived"]
+    assert (d.loc[d.index.get_level_values(0) >= 3, "steps"] == 2).all()
+    assert (d.loc[d.index.get_level_values(0) == 2, "steps"] == 4).all()
+    assert m["decode_flip_rate_b3"] == pytest.approx(1 / 2) and m["decode_flip_rate_b2"] == 0
+    assert not (derived["timing"]["measure"] == "decode").any()  # no separate forced run
+
+
+def test_derived_logits_are_the_teacher_forced_bits_in_the_same_batch():
+    from nextlab.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, d_model=32)).eval()
+    prompts = [[0, 7, 9], [0, 5, 3, 3], [0, 11]]
+    alone = decode_batch(model, prompts[:1], "none", 12, None)[0].tokens
+    free = decode_batch(model, prompts, "left", 12, None, keep_logits=[True, False, False])[0]
+    forced = decode_batch(model, prompts, "left", 12, None, forced=[alone, None, None],
+                          keep_logits=[True, False, False])[0]
+    div = first_divergence(free.tokens, alone)
+    n = len(alone) if div is None else div + 1
+    assert torch.equal(free.logits[:n], forced.logits[:n])
+
+
 def test_unique_completions_count_the_batch_sizes_the_requests_met():
     tables, m = run()
     comp = tables["completions"]
@@ -124,12 +166,22 @@ def test_unique_completions_count_the_batch_sizes_the_requests_met():
         assert (rows["differs"] == (rows["batch_size"] >= 3)).all()
 
 
+def tables_steps_count(**kwargs) -> int:
+    tables, _ = run(paddings=("left",), cache_modes=("decode",), **kwargs)
+    rows = tables["logits"]
+    return rows[(rows["run"] == "first") & (rows["path"] == "default") & (rows["batch_size"] > 1)]["steps"].sum()
+
+
 def test_no_flip_no_difference():
     _, m = run(nudge_from=None, paddings=("left",), cache_modes=("decode",))
     assert m["decode_not_equal_share"] == 0 and m["decode_flip_rate"] == 0 and m["free_differ_rate"] == 0
     assert m["unique_completions_max"] == 1 and m["qa_grade_changed"] == 0
     assert m["free_first_divergence_mean"] is None
     assert "prefill_not_equal_share" not in m
+    # Nothing flipped: the report gets the bound and the predicted rate (0: no logit moved).
+    n_steps = int(tables_steps_count(nudge_from=None))
+    assert m["decode_flip_rate_upper"] == pytest.approx(1 - 0.05 ** (1 / n_steps))
+    assert m["decode_predicted_flip_rate"] == 0
 
 
 def test_padding_sides_place_tokens_and_masks():
@@ -210,8 +262,38 @@ def test_job_metrics_keep_their_keys_when_tables_are_empty():
 def test_worked_examples_in_docstrings():
     import doctest
 
-    from nextlab.nondeterminism import decode, env, invariant, kernels, measures, prompts
+    from nextlab.model import invariant, kernels
+    from nextlab.nondeterminism import decode, env, measures, prompts
 
     for module in (decode, env, invariant, kernels, measures, prompts):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+@pytest.mark.parametrize("side", ["none", "left", "right"])
+def test_decoding_past_the_context_restarts_from_the_last_half_alone_or_batched(side):
+    from nextlab.model import GPT, GPTConfig
+    from nextlab.nondeterminism.decode import Window, prefill_forced, window_for
+
+    assert window_for(16, 3, 13) is None and window_for(16, 3, 14) == Window(every=8, keep=8)
+    with pytest.raises(ValueError, match="at most 8 tokens"):
+        window_for(16, 9, 30)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, d_model=16)).eval().double()
+    w = Window(every=8, keep=8)
+    prompts = [[0, 7, 9], [0, 5, 4]] if side == "none" else [[0, 7, 9], [0, 5]]
+    free = decode_batch(model, prompts, side, 30, None, window=w)
+    tokens = [r.tokens for r in free]
+    dec = decode_batch(model, prompts, side, 30, None, forced=tokens, keep_logits=[True, True], window=w)
+    pre = prefill_forced(model, prompts, tokens, side, window=w)
+    for row in range(2):
+        toks = tokens[row]
+        # Step g's logits: its window (prompt + tokens, cut to the last 8 at each multiple of 8) alone.
+        ref = []
+        for g in range(30):
+            start = (g // 8) * 8
+            context = (list(prompts[row]) + toks[:start])[-8:] if start else list(prompts[row])
+            ref.append(model(torch.tensor([context + toks[start:g]]))[0, -1])
+        ref = torch.stack(ref)
+        assert dec[row].tokens == toks and [int(t) for t in ref.argmax(-1)] == toks
+        assert torch.allclose(pre[row], ref, atol=1e-9) and torch.allclose(dec[row].logits, ref, atol=1e-9)

@@ -22,7 +22,7 @@ PARAMS = {
     "models": {"tiny": {"n_layer": 1, "n_head": 2, "d_model": 32, "block_size": 96}},
     "train": {"steps": 12, "batch_size": 8, "warmup_steps": 2, "eval_every": 12, "eval_batches": 1,
               "checkpoint_every": 12, "device": "cpu"},
-    "nondeterminism": {"checkpoint": "pretrain", "batch_sizes": [1, 2, 5], "qa_prompts": 3, "bio_prompts": 2,
+    "nondeterminism": {"checkpoint": "pretrain", "batch_sizes": [1, 2, 5], "qa_prompts": 3, "bio_prompts": 2, "unseen_prompts": 2,
                        "max_new_tokens": 4, "repeat_prompts": 2, "repeat_requests": 3},
 }
 
@@ -81,9 +81,9 @@ def test_job_writes_its_tables_metrics_and_environment(jobs):
     logits = pd.read_parquet(fp32 / "logits.parquet")
     first = logits[logits["run"] == "first"]
     # every target x path x measure x batch size > 1 x padding side, plus batch 1's prefill vs decode
-    assert len(first[first["batch_size"] > 1]) == 5 * 2 * 2 * 2 * 3
+    assert len(first[first["batch_size"] > 1]) == 7 * 2 * 2 * 2 * 3  # 3 QA + 2 bio + 2 never-seen targets
     comp = pd.read_parquet(fp32 / "completions.parquet")
-    assert set(comp["kind"]) == {"qa", "bio"} and comp.loc[comp["kind"] == "qa", "grade"].notna().all()
+    assert set(comp["kind"]) == {"qa", "bio", "unseen"} and comp.loc[comp["kind"] == "qa", "grade"].notna().all()
     m = json.loads((fp32 / "metrics.json").read_text())
     # The controls: the same batches twice, and the batch-invariant mode, show nothing.
     assert m["control_repeat_not_equal"] == 0
@@ -98,6 +98,10 @@ def test_job_writes_its_tables_metrics_and_environment(jobs):
     env = json.loads((fp32 / "env.json").read_text())
     assert env["threads"] == 1 and env["dtype"] == "float32" and env["torch"] == torch.__version__
     assert env["blas"] and env["sdpa_backend_masked"] and "cpu_flags" in env
+    assert env["bf16_kernels"] and env["matmul_kernel"]  # the kernel path, whatever this CPU has
+    # Power and bounds beside every rate (a run where nothing changed still says how little).
+    assert m["free_completions_b2"] == 7 * 3 and m["free_differ_upper_b2"] > 0
+    assert m["free_power_b2"] == pytest.approx(1 - 0.99 ** 21)
     # The invariant mode runs once per dtype (it has its own attention): only the first path's job.
     bf16 = json.loads((jobs[1] / "metrics.json").read_text())
     assert set(bf16) == set(m) and bf16["control_invariant_not_equal"] is None
@@ -141,9 +145,9 @@ def _params(d, **nd):
     ({"batch_sizes": [0, 2]}, "nondeterminism.batch_sizes: batch sizes must be >= 1"),
     ({"batch_sizes": [1, 500]}, "batch_sizes holds 500, but .* gives only"),
     ({"qa_prompts": 10_000}, "qa_prompts=10000, but .* has only"),
-    ({"repeat_prompts": 9}, "repeat_prompts=9 exceeds the 5 target prompts"),
-    ({"max_new_tokens": 90}, "plus nondeterminism.max_new_tokens=90 exceeds"),
-    ({"qa_prompts": 0, "bio_prompts": 0}, "nothing to decode"),
+    ({"repeat_prompts": 9}, "repeat_prompts=9 exceeds the 7 target prompts"),
+    ({"max_new_tokens": 90, "stop_at_eos": True}, "past the context .* needs stop_at_eos false"),
+    ({"qa_prompts": 0, "bio_prompts": 0, "unseen_prompts": 0}, "nothing to decode"),
     ({"dtypes": ["float8"]}, "nondeterminism.dtypes.0: got 'float8'"),
 ])
 def test_bad_input_is_refused_with_a_clear_message(study, capsys, nd, message):

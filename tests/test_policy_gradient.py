@@ -76,3 +76,43 @@ def test_equal_rewards_in_every_group_leave_the_policy_unchanged():
     pg_step(policy, None, opt, [[0, 3]], lambda i, t: (1.0, "correct"), cfg, torch.Generator().manual_seed(0))
     for name, value in policy.state_dict().items():
         torch.testing.assert_close(value, before[name])
+
+
+ABSTAIN = 5
+
+
+def test_versus_abstain_advantages_hand_computed():
+    from nextlab.posttrain.policy_gradient import versus_abstain_advantages
+
+    rewards = np.array([[1.0, -3.0, 0.0, 0.0], [-3.0, -3.0, -3.0, 0.0]])
+    # answers keep their reward against abstaining (0); abstentions are the baseline: 0
+    assert versus_abstain_advantages(rewards, 0.0).tolist() == rewards.tolist()
+    # the group baseline instead credits the abstention of a mostly wrong group with +2.25
+    assert group_advantages(rewards)[1].tolist() == [-0.75, -0.75, -0.75, 2.25]
+    # calibrated: "I don't know" stated at 0 scores 0; a scheme whose abstention scores -0.5
+    assert versus_abstain_advantages(np.array([[0.5, -0.5]]), -0.5).tolist() == [[1.0, 0.0]]
+
+
+def test_versus_abstain_answers_where_it_knows_and_abstains_where_it_does_not():
+    """Prompt [0, 3] has a right answer (token 7); on [0, 4] every answer is wrong. Under a
+    penalized reward (t = 0.75: wrong costs 3) the policy learns to answer the first and abstain
+    (token 5) on the second."""
+    torch.set_num_threads(1)
+    policy = tiny_model()
+    cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=0.0, max_new_tokens=1, lr=0.03, advantage="vs_abstain")
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(2)
+
+    def penalized(i, toks):
+        if toks[:1] == [ABSTAIN]:
+            return 0.0, "abstain"
+        return (1.0, "correct") if i == 0 and toks[:1] == [REWARDED] else (-3.0, "wrong")
+
+    for _ in range(40):
+        pg_step(policy, None, opt, [[0, 3], [0, 4]], penalized, cfg, gen)
+    with torch.no_grad():
+        probs = policy(torch.tensor([[0, 3], [0, 4]]))[:, -1].softmax(-1)
+    assert probs[0, REWARDED] > 0.8
+    assert probs[1, ABSTAIN] > 0.8
+    with pytest.raises(ValueError, match="advantage"):
+        pg_step(policy, None, opt, [[0, 3]], penalized, PGConfig(advantage="nope", max_new_tokens=1), gen)

@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import BIN, make_project_copy, project_env, run
@@ -201,8 +202,15 @@ def test_user_corpus_replace_and_add(tmp_path):
     metrics = json.loads((results / "models/tiny/pretrain/metrics.json").read_text())
     assert metrics["val_loss"] < metrics["train_loss"] + 5 and not (results / "models/tiny/pretrain/facts.csv").exists()
     assert not (results / "evaluate").exists() and not (results / "models/tiny/sft").exists()
+    # nondeterminism on the user's own held-out text, decoded by the pretrained model
+    prompts = pd.read_parquet(results / "nondeterminism/tiny/float32/sdpa/threads1/prompts.parquet")
+    assert set(prompts["kind"]) == {"text"} and len(prompts) > 0
+    val = (results / "data/corpus/val.jsonl").read_text()
+    assert all(text.split()[0] in val for text in prompts["text"])
+    nd = json.loads((results / "nondeterminism/tiny/summary/metrics.json").read_text())
+    assert nd and "pretrain" in (results / "nondeterminism/tiny/float32/sdpa/threads1/provenance.json").read_text()
     report = (root / "reports/licenses/report.md").read_text()
-    assert "Next-token loss while pretraining" in report
+    assert "Next-token loss while pretraining" in report and "nondeterminism" in report.lower()
     project = {"path": root, "env": env}
     assert planned(project, replace) == {}
     corpus = root / "corpora" / "licenses"

@@ -316,6 +316,7 @@ _GROUPS = [
     (re.compile(r"^(accuracy|hallucination|abstention|accuracy_when_attempted|best_guess_accuracy)$"), r"eval/\1"),
     (re.compile(r"^((?:cand_|stated_)?(?:ece|ece_mass|ece_ts|mce|brier|nll|auroc|aurc)|temperature)$"), r"calib/\1"),
     (re.compile(r"^audit_(.+)$"), r"selective/\1"),
+    (re.compile(r"^ref_(.+)$"), r"reference/\1"),
     (re.compile(r"^(train_loss|val_loss|val_perplexity)$"), r"loss/\1"),
     (re.compile(r"^((?:bio|qa)_acc.*)$"), r"facts/\1"),
     (re.compile(r"^(first|final)_(.+)$"), r"\1/\2"),

@@ -14,11 +14,13 @@ ND_JOB_DIR = f"{RESULTS}/nondeterminism/{{model}}/{{dtype}}/{{attention}}/thread
 rule nondeterminism:
     input:
         # the SFT model by default (it answers the QA prompts), or the pretrained one
-        ckpt=lambda wildcards: (rules.sft if ND.checkpoint == "sft" else rules.train).output.ckpt.format(
-            model=wildcards.model
-        ),
+        # (always the pretrained one when a user corpus replaces the world: no QA to fine-tune on)
+        ckpt=lambda wildcards: (
+            rules.sft if ND.checkpoint == "sft" and P.data.synthetic else rules.train
+        ).output.ckpt.format(model=wildcards.model),
         tokenizer=rules.tokenize.output.tokenizer,
         qa=rules.data.output.qa,
+        val=rules.data.output.val,
         data_stats=rules.data.output.stats,
     output:
         metrics=kept(f"{ND_JOB_DIR}/metrics.json"),
@@ -31,7 +33,7 @@ rule nondeterminism:
         attention="|".join(ND.attention),
         threads=r"\d+",
     params:
-        job=job("study", "seed", "nondeterminism", "train", "tracking", per_model=True),
+        job=job("study", "seed", "data", "nondeterminism", "train", "tracking", per_model=True),
         code=code("nondeterminism"),
         data=folder_of("qa", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),

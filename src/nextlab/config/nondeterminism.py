@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from nextlab.config.base import Section
 
@@ -39,6 +39,10 @@ class NondeterminismParams(Section):
     cache_modes: tuple[Literal["prefill", "decode"], ...] = Field(
         CACHE_MODES, min_length=1, description="teacher-forced logits without / with a KV cache"
     )
+    decode_from_free: bool = Field(
+        True, description="read the KV-cache (decode) measure off the free runs up to their first divergence, "
+        "where they feed the alone tokens, instead of a separate teacher-forced run (half the cost)",
+    )
     dtypes: tuple[Literal["float32", "bfloat16", "float16"], ...] = Field(
         ("float32", "bfloat16"), min_length=1, description="one job each; the CPU runs float32 and bfloat16"
     )
@@ -46,17 +50,38 @@ class NondeterminismParams(Section):
         ATTENTION_PATHS, min_length=1, description="the default path's attention kernel; one job each"
     )
     threads: tuple[int, ...] = Field(
-        (1,), min_length=1, description="torch intra-op threads; one job each (bits change with threads)"
+        (1, 2), min_length=1, description="torch intra-op threads; one job each (bits change with threads)"
     )
     checkpoint: Literal["pretrain", "sft"] = Field("sft", description="which checkpoint of each model")
-    qa_prompts: int = Field(16, ge=0, description="evaluation questions decoded as targets")
-    bio_prompts: int = Field(8, ge=0, description="biography openings decoded as targets")
+    qa_prompts: int = Field(5, ge=0, description="evaluation questions decoded as targets")
+    bio_prompts: int = Field(4, ge=0, description="biography openings decoded as targets")
+    unseen_prompts: int = Field(4, ge=0, description="biography openings of never-seen names decoded as targets")
     bio_prompt_words: int = Field(2, ge=1, le=8, description="words of the opening after the name")
-    max_new_tokens: int = Field(12, ge=1, le=1024, description="greedy tokens per completion")
+    max_new_tokens: int = Field(
+        128, ge=1, le=1024,
+        description="greedy tokens per completion; past the model's context it restarts from the last half",
+    )
+    stop_at_eos: bool = Field(
+        False, description="end a completion at <|eos|>; false: decode on into the next document (uncertain ground)"
+    )
+    target_share: float = Field(
+        1.0, gt=0, le=1, description="at most this share of a sweep batch's rows are targets; the rest random prompts"
+    )
     repeat_prompts: int = Field(4, ge=0, description="prompts sent as many requests (unique completions)")
-    repeat_requests: int = Field(32, ge=1, description="requests per repeated prompt, each in a random batch")
+    repeat_requests: int = Field(250, ge=1, description="requests per repeated prompt, each in a random batch")
+    repeat_batch_sizes: tuple[int, ...] = Field(
+        (), description="batch sizes a request may meet (e.g. a loaded server's 16-64); empty: batch_sizes"
+    )
+    repeat_share: float = Field(0.75, gt=0, le=1, description="at most this share of a request batch is requests")
+    repeat_job: str | None = Field(
+        None,
+        description="the one job (dtype/attention/threads<k>) that sends the repeated requests; null: every job",
+    )
+    invariant_repeat_requests: int = Field(
+        100, ge=1, description="requests per repeated prompt for the batch-invariant control (it must give 1)"
+    )
     invariant_control: bool = Field(
-        True, description="run the batch-invariant mode as a positive control (in the first attention path's jobs)"
+        True, description="run the batch-invariant mode as a positive control (in the first attention path and thread count's jobs)"
     )
     float64_reference: bool = Field(True, description="decode each target alone in float64 too")
 
@@ -67,6 +92,25 @@ class NondeterminismParams(Section):
         if bad:
             raise ValueError(f"batch sizes must be >= 1, got {bad}")
         return tuple(sorted(_unique(value, "batch sizes")))
+
+    @field_validator("repeat_batch_sizes")
+    @classmethod
+    def _repeat_sizes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [b for b in value if b < 1]
+        if bad:
+            raise ValueError(f"batch sizes must be >= 1, got {bad}")
+        return tuple(sorted(_unique(value, "repeat batch sizes")))
+
+    @model_validator(mode="after")
+    def _repeat_job_is_a_job(self) -> "NondeterminismParams":
+        jobs = [f"{d}/{a}/threads{t}" for d in self.dtypes for a in self.attention for t in self.threads]
+        if self.repeat_job is not None and self.repeat_prompts and self.repeat_job not in jobs:
+            raise ValueError(f"repeat_job {self.repeat_job!r} is not one of the study's jobs ({', '.join(jobs)}); "
+                             "name one, or null for every job")
+        return self
+
+    def sends_repeats(self, dtype: str, attention: str, threads: int) -> bool:
+        return self.repeat_job is None or self.repeat_job == f"{dtype}/{attention}/threads{threads}"
 
     @field_validator("threads")
     @classmethod

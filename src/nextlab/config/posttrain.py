@@ -99,6 +99,14 @@ class PosttrainParams(Section):
         0.25, ge=0, lt=1, description="share of each step's questions drawn from the fine-tune split"
     )
     max_answer_tokens: int = Field(16, ge=1, le=256)
+    batch_invariant: bool = Field(
+        False, description="sample and train through the batch-invariant kernels: the trainer's log-probs are "
+        "the sampler's bits (exactly on-policy); the mismatch is logged per step either way",
+    )
+    advantage: Literal["group", "vs_abstain"] = Field(
+        "group", description="group: reward minus the group's mean; vs_abstain: each answer against abstaining "
+        "(see nextlab.posttrain.policy_gradient)"
+    )
 
     @field_validator("schemes")
     @classmethod

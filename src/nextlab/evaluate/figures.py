@@ -126,33 +126,60 @@ def hallucination_vs_abstention(summary: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+REFERENCE_ROWS = (
+    ("ref_threshold_t{t}", "threshold, sequence prob."),
+    ("ref_threshold_cand_t{t}", "threshold, candidate prob."),
+    ("ref_oracle", "knowledge oracle"),
+)
+
+
+def score_rows(summary: pd.DataFrame, targets: Sequence[float],
+               reference: str = "none") -> list[tuple[str, str, list[tuple[float, float, float]]]]:
+    """The score matrix's rows: (kind, label, [(value, lo, hi) per target]); kind is `scheme` for
+    a model trained under that scheme graded at each t, `reference` for a policy read off the
+    `reference` model's best guesses with no training (`summary.scheme_metrics`: its threshold at
+    each t, graded at that t, and the oracle, the same under every t)."""
+    rows = [("scheme", scheme, [_value(summary, scheme, f"score_t{t:g}") for t in targets])
+            for scheme in scheme_order(summary["scheme"].unique())]
+    if reference in set(summary["scheme"]):
+        name = "SFT" if reference == "none" else reference
+        for metric, label in REFERENCE_ROWS:
+            cells = [_value(summary, reference, metric.format(t=f"{t:g}")) for t in targets]
+            if any(np.isfinite(v) for v, _, _ in cells):
+                rows.append(("reference", f"{name}: {label}", cells))
+    return rows
+
+
 def score_matrix(summary: pd.DataFrame, path: Path, targets: Sequence[float]) -> Path:
-    """Rows: the scheme a model was trained under; columns: the target t it is graded by
-    (correct 1, wrong -t/(1-t), abstain 0). Cells: mean score and 95% interval."""
-    schemes = scheme_order(summary["scheme"].unique())
-    values = np.full((len(schemes), len(targets)), np.nan)
-    text = [["" for _ in targets] for _ in schemes]
-    for i, scheme in enumerate(schemes):
-        for j, t in enumerate(targets):
-            v, lo, hi = _value(summary, scheme, f"score_t{t:g}")
-            values[i, j] = v
-            text[i][j] = f"{v:.2f}\n[{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{v:.2f}"
-    fig, ax = plt.subplots(figsize=(1.9 * len(targets) + 2, 0.75 * len(schemes) + 1.5))
+    """Rows: the scheme a model was trained under, then reference policies of the SFT model (no
+    training); columns: the target t it is graded by (correct 1, wrong -t/(1-t), abstain 0).
+    Cells: mean score and 95% interval. Colours rank the trained schemes within a column; the
+    reference rows are grey, outside the ranking."""
+    rows = score_rows(summary, targets)
+    values = np.array([[v for v, _, _ in cells] for _, _, cells in rows]).reshape(len(rows), len(targets))
+    text = [[f"{v:.2f}\n[{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{v:.2f}" for v, lo, hi in cells]
+            for _, _, cells in rows]
+    trained = np.array([kind == "scheme" for kind, _, _ in rows])
+    fig, ax = plt.subplots(figsize=(1.9 * len(targets) + 3, 0.75 * len(rows) + 1.5))
     # Colour each column on its own scale: scores under t=0.9 span a far wider range than t=0.
-    shown = np.zeros_like(values)
+    shown = np.full_like(values, np.nan)
     for j in range(len(targets)):
-        col = values[:, j]
+        col = values[trained, j]
         span = np.nanmax(col) - np.nanmin(col) if np.isfinite(col).any() else 0
-        shown[:, j] = (col - np.nanmin(col)) / span if span > 0 else 0.5
-    ax.imshow(shown, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    for i in range(len(schemes)):
+        shown[trained, j] = (col - np.nanmin(col)) / span if span > 0 else 0.5
+    cmap = plt.get_cmap("RdYlGn").copy()
+    cmap.set_bad("#e6e6e6")
+    ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for i in range(len(rows)):
         for j in range(len(targets)):
             ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8)
+    if (~trained).any():
+        ax.axhline(int(trained.sum()) - 0.5, color="black", lw=1.5)
     ax.set_xticks(range(len(targets)), [f"t = {t:g}" for t in targets])
-    ax.set_yticks(range(len(schemes)), schemes)
+    ax.set_yticks(range(len(rows)), [label for _, label, _ in rows])
     ax.set_xlabel("graded by (confidence target)")
-    ax.set_ylabel("trained on (reward scheme)")
-    ax.set_title("Score: trained-on x graded-by (colour: rank within column)")
+    ax.set_ylabel("trained on (reward scheme) / reference policy")
+    ax.set_title("Score: trained-on x graded-by (colour: rank among trained schemes; grey: references)")
     return _save(fig, path)
 
 

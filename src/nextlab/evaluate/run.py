@@ -92,7 +92,7 @@ def run_evaluate(
                                       answered["answer"].tolist(), golds, world.vocabularies)
         else:
             cands = pd.DataFrame({"guess": [""] * len(rows), "guess_confidence": math.nan,
-                                  "guess_correct": False, "cand_confidence": math.nan, "p_idk": math.nan})
+                                  "guess_seq_confidence": math.nan, "guess_correct": False, "cand_confidence": math.nan, "p_idk": math.nan})
         table = pd.concat([rows[["question_id", "person_id", "attribute", "mentions", "split", "seen"]],
                            answered, cands], axis=1)
         table["gold"] = golds

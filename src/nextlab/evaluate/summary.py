@@ -16,6 +16,10 @@ Which questions each metric reads:
   (a split never reported on), the temperature held fixed in the bootstrap;
 - the behavioural audit (`audit_t<t>_*`, see `metrics.audit`): every question, by the
   candidate-normalised confidence of the best guess;
+- reference policies, no training (`metrics.threshold_policy`, `metrics.oracle_policy`): every
+  question with a best guess; `ref_threshold_t<t>` answers the best guess iff its sequence
+  probability exceeds t, `ref_threshold_cand_t<t>` iff its candidate-normalised probability does,
+  `ref_oracle` iff it is right (the score of perfect knowledge of one's own knowledge);
 - `<bucket>.*`: the same rates inside one mention-count bucket (`k1`, `k2`, ..., `unseen`), and
   `singleton_rate` (the share of seen facts mentioned once) beside `k1.hallucination` (Kalai et
   al., 2025: hallucinations on such facts are bounded below by the singleton rate).
@@ -87,6 +91,7 @@ class _Arrays:
         self.cand = _stack(frames, "cand_confidence")
         self.stated = _stack(frames, "stated_confidence")
         self.guess_conf = _stack(frames, "guess_confidence")
+        self.guess_seq = _stack(frames, "guess_seq_confidence")
         self.guess_correct = _stack(frames, "guess_correct", bool).astype(float)
         self.seen = frames[0]["seen"].to_numpy(bool)
         self.ones = np.ones((self.S, self.n))
@@ -231,8 +236,14 @@ def scheme_metrics(
         tt = _fmt(t)
         put(f"audit_t{tt}_answer_rate_below", mean_of(below.astype(float), a.attempted))
         put(f"audit_t{tt}_answer_rate_above", mean_of(above.astype(float), a.attempted))
-        rule = a.guess_correct * above - M.wrong_penalty(t) * (1 - a.guess_correct) * above
-        put(f"audit_t{tt}_threshold_score", mean_of(known.astype(float), rule))
+
+    # Reference policies: what this model's own best guesses score with no training at all.
+    right = a.guess_correct > 0
+    for prefix, conf in (("ref_threshold", a.guess_seq), ("ref_threshold_cand", g)):
+        has = np.isfinite(conf).astype(float)
+        for t in targets:
+            put(f"{prefix}_t{_fmt(t)}", mean_of(has, M.threshold_policy(conf, right, t)))
+    put("ref_oracle", mean_of(known.astype(float), M.oracle_policy(right)))
 
     # By mention-count bucket.
     names = np.array([bucket_of(m) for m in frames[0]["mentions"]])
@@ -248,6 +259,54 @@ def scheme_metrics(
         put(f"{bucket}.accuracy_when_attempted", mean_of(a.attempted, a.correct), sub)
         put(f"{bucket}.best_guess_accuracy", mean_of(a.ones, a.guess_correct), sub)
     out["singleton_rate"] = math.nan if singleton_rate is None else float(singleton_rate)
+    return json_safe(out)
+
+
+REFERENCES = {"threshold": "guess_seq_confidence", "threshold_cand": "guess_confidence"}
+
+
+def reference_share(
+    frames: Sequence[pd.DataFrame], start_frame: pd.DataFrame, t: float, n_boot: int, seed: int,
+) -> dict[str, float | None]:
+    """A trained scheme's score at its own target t against the threshold policies of the model it
+    started from (no training; `metrics.threshold_policy`), on the same evaluation questions.
+
+    `share_<ref>` = score / reference score, per seed, averaged over seeds (undefined, NaN, where
+    the reference scores <= 0: a share of nothing says nothing); `gap_<ref>` = score - reference.
+    Intervals: the bootstrap over questions (one draw for both models) and the trained seeds.
+
+    >>> import pandas as pd
+    >>> start = pd.DataFrame({"question_id": [1, 2, 3, 4], "guess_correct": [True, True, False, False],
+    ...                       "guess_confidence": [0.9, 0.8, 0.7, 0.1], "guess_seq_confidence": [0.9, 0.4, 0.7, 0.1]})
+    >>> trained = pd.DataFrame({"question_id": [1, 2, 3, 4], "grade": ["correct", "abstain", "abstain", "abstain"]})
+    >>> r = reference_share([trained], start, 0.5, 0, 0)      # cand: (1 + 1 - 1) / 4; seq: (1 - 1) / 4
+    >>> r["share_threshold_cand"], r["gap_threshold_cand"], r["share_threshold"], r["gap_threshold"]
+    (1.0, 0.0, None, 0.25)
+    """
+    frames = align(frames)
+    start = align([start_frame])[0]
+    if start["question_id"].tolist() != frames[0]["question_id"].tolist():
+        raise NextlabError("a trained scheme and its starting model answered different questions")
+    grades = _stack(frames, "grade", object)
+    mine = (grades == "correct") - M.wrong_penalty(t) * (grades == "wrong")
+    ones = np.ones(mine.shape)
+    right = start["guess_correct"].to_numpy(bool)
+    out: dict[str, float] = {}
+    for name, column in REFERENCES.items():
+        conf = start[column].to_numpy(float)
+        has = np.isfinite(conf)[None, :].astype(float)
+        ref = M.threshold_policy(conf, right, t)[None, :]
+
+        def share(C: np.ndarray, ref=ref, has=has) -> np.ndarray:
+            base = weighted_mean(C, has, ref)  # (R, 1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(base > 0, weighted_mean(C, ones, mine) / np.where(base > 0, base, 1.0), math.nan)
+
+        def gap(C: np.ndarray, ref=ref, has=has) -> np.ndarray:
+            return weighted_mean(C, ones, mine) - weighted_mean(C, has, ref)
+
+        for key, stat in ((f"share_{name}", share), (f"gap_{name}", gap)):
+            out[key], out[f"{key}_lo"], out[f"{key}_hi"] = interval(stat, len(frames), len(start), n_boot, seed)
     return json_safe(out)
 
 

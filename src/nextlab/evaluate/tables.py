@@ -11,12 +11,14 @@ from typing import Any
 import pandas as pd
 
 from nextlab.config import Study
+from nextlab.config.posttrain import parse_scheme
 from nextlab.errors import InputFileError, NextlabError
-from nextlab.evaluate.summary import bucket_of, bucket_sort_key, scheme_metrics
+from nextlab.evaluate.summary import bucket_of, bucket_sort_key, reference_share, scheme_metrics
 
 ANSWER_COLUMNS = [
     "question_id", "person_id", "attribute", "mentions", "bucket", "split", "seen", "gold", "answer", "grade",
-    "confidence", "cand_confidence", "guess", "guess_confidence", "guess_correct", "p_idk", "stated_confidence",
+    "confidence", "cand_confidence", "guess", "guess_confidence", "guess_seq_confidence",
+    "guess_correct", "p_idk", "stated_confidence",
     "finished", "answer_tokens", "model", "scheme", "seed",
 ]
 
@@ -56,9 +58,25 @@ def read_answers(paths: list[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def own_target(scheme_name: str) -> float | None:
+    """The target t a scheme trains for, where it starts from the SFT model (`none`): binary is
+    t = 0 (a wrong answer costs nothing), penalized-<t> its t. None for the others (`calibrated`
+    starts from its own confidence SFT and has no target; `none` is the start itself).
+
+    >>> own_target("binary"), own_target("penalized-0.75"), own_target("calibrated")
+    (0.0, 0.75, None)
+    """
+    try:
+        scheme = parse_scheme(scheme_name)
+    except ValueError:
+        return None
+    return 0.0 if scheme.kind == "binary" else scheme.t
+
+
 def summarize(study: Study, answers: pd.DataFrame, singleton_rate: float | None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Across seeds, per (model, scheme): flat metrics `<model>/<scheme>/<key>` and a long table
-    (model, scheme, metric, value, lo, hi, n_seeds) the figures and the report read."""
+    (model, scheme, metric, value, lo, hi, n_seeds) the figures and the report read; for each
+    scheme trained from the SFT model also `share_*` and `gap_*` (`summary.reference_share`)."""
     p = study.evaluate
     buckets = expected_buckets(study)
     flat: dict[str, Any] = {}
@@ -75,5 +93,19 @@ def summarize(study: Study, answers: pd.DataFrame, singleton_rate: float | None)
                 continue
             rows.append({"model": model, "scheme": scheme, "metric": key, "value": value,
                          "lo": m.get(f"{key}_lo"), "hi": m.get(f"{key}_hi"), "n_seeds": len(seeds)})
+    # Each trained scheme at its own t against the threshold policies of the SFT model it started from.
+    for (model, scheme), group in answers[answers["split"] == "eval"].groupby(["model", "scheme"], sort=False):
+        t = own_target(scheme)
+        start = answers[(answers["model"] == model) & (answers["scheme"] == "none") & (answers["split"] == "eval")]
+        if t is None or start.empty:
+            continue
+        seeds = sorted(group["seed"].unique())
+        m = reference_share([group[group["seed"] == s] for s in seeds], start[start["seed"] == start["seed"].min()],
+                            t, p.bootstrap_samples, study.seed)
+        for key, value in m.items():
+            flat[f"{model}/{scheme}/{key}"] = value
+            if not key.endswith(("_lo", "_hi")):
+                rows.append({"model": model, "scheme": scheme, "metric": key, "value": value,
+                             "lo": m.get(f"{key}_lo"), "hi": m.get(f"{key}_hi"), "n_seeds": len(seeds)})
     table = pd.DataFrame(rows, columns=["model", "scheme", "metric", "value", "lo", "hi", "n_seeds"])
     return flat, table.astype({"value": float, "lo": float, "hi": float})

@@ -12,7 +12,7 @@ __all__ = ["AlignedKVCache", "BatchInvariantGPT", "batch_invariant"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from nextlab.nondeterminism import invariant
+        from nextlab.model import invariant
 
         return getattr(invariant, name)
     raise AttributeError(f"module 'nextlab.nondeterminism' has no attribute {name!r}")

@@ -17,6 +17,17 @@ Padding sides (`side`):
 With `left` and `right` a row that is done (end-of-text, or its forced tokens used up) is fed
 padding with mask 0, as in `nextlab.generate`.
 
+Past the context (`Window`): to decode more tokens than the model's positions hold, every
+`every` new tokens each row's context restarts from its own last `keep` real tokens, prefilled
+at positions 0.. (the model was trained on windows cut anywhere in the token stream, so this is
+text it knows). The restarts depend only on the step count, never on the batch: a prompt meets
+the same restarts alone and in any batch, and `prefill_forced` cuts the same windows.
+
+    >>> window_for(block_size=128, longest_prompt=20, max_new_tokens=128)
+    Window(every=64, keep=64)
+    >>> window_for(block_size=128, longest_prompt=20, max_new_tokens=100) is None
+    True
+
     >>> from nextlab.model import GPT, GPTConfig
     >>> model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, d_model=16))
     >>> rows = decode_batch(model, [[0, 7, 9], [0, 5]], side="left", max_new_tokens=3, eos_id=None,
@@ -68,6 +79,76 @@ def pad_batch(
     return idx.to(device), (None if side == "none" else mask.to(device))
 
 
+@dataclass(frozen=True)
+class Window:
+    every: int  # new tokens between restarts
+    keep: int  # real tokens of each row a restart keeps
+
+    def starts(self, steps: int) -> list[int]:
+        """The steps at which a segment begins (0: the prompt itself)."""
+        return list(range(0, max(steps, 1), self.every))
+
+
+def window_for(block_size: int, longest_prompt: int, max_new_tokens: int) -> Window | None:
+    """None when every prompt and its new tokens fit the context; else restarts every half
+    context from the last half (so a segment never passes `block_size` positions)."""
+    if longest_prompt + max_new_tokens <= block_size:
+        return None
+    half = block_size // 2
+    if longest_prompt > half or half < 1:
+        raise ValueError(f"a prompt of {longest_prompt} tokens leaves no room to restart the context "
+                         f"(block_size {block_size}): prompts must be at most {half} tokens")
+    return Window(every=half, keep=half)
+
+
+def _segments(steps: int, window: Window | None) -> list[tuple[int, int]]:
+    if window is None:
+        return [(0, steps)]
+    return [(s, min(s + window.every, steps)) for s in window.starts(steps)]
+
+
+def _cycle(tokens: Sequence[int], length: int) -> list[int]:
+    tokens = list(tokens)
+    return (tokens * (-(-length // len(tokens))))[:length]
+
+
+@torch.no_grad()
+def prefill_forced(
+    model: torch.nn.Module, prompts: Sequence[Sequence[int]], forced: Sequence[Sequence[int] | None], side: Side,
+    window: Window | None = None,
+) -> list[torch.Tensor | None]:
+    """Teacher forcing without a KV cache: per row with forced tokens, the logits (len(forced),
+    vocab) that predict each of them, one forward pass per segment of `window` over the segment's
+    context and forced tokens. Rows without forced tokens are neighbours: their prompt is a row of
+    every pass (with side `none` repeated or cut to the targets' length)."""
+    steps = max((len(f) for f in forced if f is not None), default=0)
+    got: list[list[torch.Tensor]] = [[] for _ in prompts]
+    for start, end in _segments(steps, window):
+        seqs, reads = [], []
+        for prompt, f in zip(prompts, forced):
+            if f is None or len(f) <= start:
+                seqs.append(None)
+                reads.append(None)
+                continue
+            stop = min(end, len(f))
+            context = list(prompt) + list(f[:start])
+            if start:
+                context = context[-window.keep :]
+            seqs.append(context + list(f[start : stop - 1]))
+            reads.append((len(context) - 1, stop - start))
+        lengths = {len(q) for q in seqs if q is not None}
+        if not lengths:
+            continue
+        fill = max(lengths)
+        rows = [q if q is not None else (_cycle(p, fill) if side == "none" or start else list(p))
+                for q, p in zip(seqs, prompts)]
+        out = prefill_logits(model, rows, side, keep=[r is not None for r in reads])
+        for row, (read, logits) in enumerate(zip(reads, out)):
+            if read is not None:
+                got[row].append(logits[read[0] : read[0] + read[1]])
+    return [torch.cat(g) if g else None for g in got]
+
+
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -109,6 +190,7 @@ def decode_batch(
     forced: Sequence[Sequence[int] | None] | None = None,
     keep_logits: Sequence[bool] | None = None,
     stop_rows: Sequence[bool] | None = None,
+    window: Window | None = None,
 ) -> list[RowResult]:
     """Decode a batch with a KV cache; row i feeds `forced[i]` (teacher forcing) if given, else greedy.
 
@@ -128,6 +210,7 @@ def decode_batch(
     tokens: list[list[int]] = [[] for _ in range(B)]
     step_logits: list[list[torch.Tensor]] = [[] for _ in range(B)]
     done = [limit == 0 for limit in limits]
+    contexts = [list(p) for p in prompts]  # each row's real tokens, for a restart
 
     logits, past = model(idx, attention_mask=mask, use_cache=True)
     last = logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
@@ -148,6 +231,15 @@ def decode_batch(
             done[row] = ended or len(tokens[row]) >= limits[row]
         if all(d for d, s in zip(done, stop_rows) if s):
             break
+        for row in range(B):
+            if dense or not was_done[row]:
+                contexts[row].append(chosen[row])
+        if window is not None and (step + 1) % window.every == 0:
+            idx, mask = pad_batch([c[-window.keep :] for c in contexts], side, device)
+            dense = mask is None
+            logits, past = model(idx, attention_mask=mask, use_cache=True)
+            last = logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
+            continue
         step_input = torch.tensor(chosen, dtype=torch.long, device=device)[:, None]
         if not dense:
             # As in nextlab.generate: a token is real for rows that were running at this step.

@@ -7,12 +7,17 @@ the GPU, TF32, the thread count and the attention kernel, so every result record
     >>> env["threads"] == torch.get_num_threads(), env["cuda"] is None
     (True, True)
     >>> sorted(env)[:4]
-    ['blas', 'cpu_capability', 'cpu_flags', 'cpu_model']
+    ['bf16_kernels', 'blas', 'cpu_capability', 'cpu_flags']
+    >>> env["bf16_kernels"].split(" ")[0] in ("not", "unknown") or ":" in env["bf16_kernels"]   # e.g. brg_matmul:avx512_core_bf16
+    True
 """
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
+import tempfile
 from typing import Any
 
 import torch
@@ -64,6 +69,32 @@ def sdpa_backend(device: torch.device, dtype: torch.dtype, masked: bool) -> str:
         return f"unknown ({type(err).__name__})"
 
 
+def matmul_kernel(dtype: torch.dtype) -> dict[str, str]:
+    """Which CPU kernel a (8 x 128) @ (128 x 384) product of `dtype` actually runs, read from oneDNN's
+    verbose log: e.g. `brg_matmul:avx512_core_bf16` (native avx512_bf16), `..._amx` (AMX), or
+    `not oneDNN` (torch's own or the BLAS's kernel: for bf16 that is the fp32-converting fallback)."""
+    if not torch.backends.mkldnn.is_available():
+        return {"isa": "no oneDNN", "matmul": "not oneDNN"}
+    a, w = torch.ones(8, 128, dtype=dtype), torch.ones(384, 128, dtype=dtype)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 1)  # oneDNN writes its log to the process's stdout, below Python
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                F.linear(a, w)
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        lines = log.read().splitlines()
+    isa = next((line.split("isa:", 1)[1] for line in lines if ",isa:" in line), "unknown")
+    impl = next((line.split(",")[6] for line in lines if ",primitive,exec," in line and ",matmul," in line),
+                "not oneDNN")
+    return {"isa": isa, "matmul": impl}
+
+
 def fingerprint(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     model, flags = _cpu()
     env: dict[str, Any] = {
@@ -85,6 +116,15 @@ def fingerprint(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         "sdpa_backend_masked": sdpa_backend(device, dtype, masked=True),
         "cuda": None,
     }
+    if device.type == "cpu":
+        # The bf16 path decides how bf16 results round: native avx512_bf16 / AMX products or a
+        # conversion to fp32 and back; recorded for every job, whatever its dtype.
+        try:
+            bf16 = matmul_kernel(torch.bfloat16)
+            env["bf16_kernels"] = f"{bf16['matmul']} (oneDNN isa: {bf16['isa']})"
+            env["matmul_kernel"] = matmul_kernel(dtype)["matmul"]
+        except Exception as err:  # a diagnostic: never fail the job for it
+            env["bf16_kernels"] = env["matmul_kernel"] = f"unknown ({type(err).__name__})"
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env["cuda"] = {

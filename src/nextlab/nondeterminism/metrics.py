@@ -5,7 +5,14 @@ Key families (`<m>` is a teacher-forced measure, `prefill` or `decode`; `<b>` a 
 * `<m>_not_equal_share`, `<m>_flip_rate`, `<m>_max_abs_diff`, `<m>_mean_abs_diff`,
   `<m>_prompts_with_flip`: over every target x batch size x padding, default path;
   `<m>_not_equal_share_b<b>`, `<m>_flip_rate_b<b>`: per batch size;
-* `free_differ_rate`, `free_differ_rate_b<b>`, `free_first_divergence_mean`,
+* from drift to flips (`steps` table, default path): `<m>_predicted_flip_rate` (share of steps
+  whose alone top-1/top-2 margin is below the step's max |logit change|), `<m>_possible_flip_rate`
+  (margin below twice it: no flip can happen elsewhere), `<m>_flip_rate_upper` (one-sided 95%
+  Clopper-Pearson bound of the observed flip rate), `<m>_predicted_changed_rate` (share of forced
+  runs with a predicted step: completions the drift predicts to change) beside `<m>_prompts_with_flip`;
+* `free_differ_rate`, `free_differ_rate_b<b>`, `free_differ_upper(_b<b>)` (the 95% upper bound,
+  what a run where nothing changed still says), `free_completions_b<b>` and
+  `free_power_b<b>` (the power to see a 1% rate of changed completions), `free_first_divergence_mean`,
   `free_differ_fp64_rate`, `alone_differ_fp64_rate`, `qa_grade_changed_rate`,
   `qa_grade_changed`: free-running completions against the same prompt alone (and float64);
 * `prefill_vs_decode_not_equal_share`: alone, the cache's logits against one forward pass;
@@ -27,6 +34,11 @@ from typing import Any
 
 import pandas as pd
 
+from nextlab.nondeterminism.power import detection_power, predicted_flips, upper_bound
+
+# The rate of changed completions the design must detect (with 95% power at each batch size).
+DETECT_RATE = 0.01
+
 
 def _ratio(num: float, den: float) -> float | None:
     return float(num) / float(den) if den else None
@@ -43,14 +55,32 @@ def _logit_stats(rows: pd.DataFrame) -> dict[str, float | None]:
     }
 
 
+def _upper(k: int, n: int) -> float | None:
+    return upper_bound(int(k), int(n)) if n else None
+
+
+def _drift(steps: pd.DataFrame | None, m: str) -> dict[str, float | None]:
+    rows = steps[steps["measure"] == m] if steps is not None and len(steps) else None
+    if rows is None or not len(rows):
+        return {"predicted_flip_rate": None, "possible_flip_rate": None, "predicted_changed_rate": None}
+    p = predicted_flips(rows["margin"].to_numpy(), rows["max_abs_diff"].to_numpy())
+    runs = rows.assign(predicted=rows["margin"] < rows["max_abs_diff"]).groupby(
+        ["batch_size", "padding", "prompt_id"])["predicted"].any()
+    return {"predicted_flip_rate": p.predicted_rate, "possible_flip_rate": p.possible_rate,
+            "predicted_changed_rate": float(runs.mean())}
+
+
 def job_metrics(logits: pd.DataFrame, completions: pd.DataFrame, timing: pd.DataFrame, unique: pd.DataFrame,
-                batch_sizes: list[int], cache_modes: list[str]) -> dict[str, Any]:
+                batch_sizes: list[int], cache_modes: list[str], steps: pd.DataFrame | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sizes = [b for b in batch_sizes if b > 1]
     first = logits[(logits["run"] == "first") & (logits["batch_size"] > 1)] if len(logits) else logits
     for m in cache_modes:
         rows = first[(first["path"] == "default") & (first["measure"] == m)] if len(first) else first
         for key, value in _logit_stats(rows).items():
+            out[f"{m}_{key}"] = value
+        out[f"{m}_flip_rate_upper"] = _upper(rows["flips"].sum(), rows["steps"].sum()) if len(rows) else None
+        for key, value in _drift(steps, m).items():
             out[f"{m}_{key}"] = value
         for b in sizes:
             at = rows[rows["batch_size"] == b] if len(rows) else rows
@@ -66,6 +96,10 @@ def job_metrics(logits: pd.DataFrame, completions: pd.DataFrame, timing: pd.Data
     for b in sizes:
         at = batched[batched["batch_size"] == b] if len(batched) else batched
         out[f"free_differ_rate_b{b}"] = float(at["differs"].mean()) if len(at) else None
+        out[f"free_differ_upper_b{b}"] = _upper(at["differs"].sum(), len(at)) if len(at) else None
+        out[f"free_completions_b{b}"] = int(len(at))
+        out[f"free_power_b{b}"] = detection_power(DETECT_RATE, len(at))
+    out["free_differ_upper"] = _upper(batched["differs"].sum(), len(batched)) if len(batched) else None
     diverged = batched[batched["differs"]] if len(batched) else batched
     out["free_first_divergence_mean"] = float(diverged["first_divergence"].mean()) if len(diverged) else None
     out["free_differ_fp64_rate"] = _mean_of(batched, "differs_fp64")

@@ -5,13 +5,13 @@ Job outputs in `out_dir` (results/<study>/nondeterminism/<model>/<dtype>/<attent
 
 | file | content |
 |---|---|
-| `prompts.parquet` | the target prompts: id, kind (qa/bio), text, tokens, gold answer |
+| `prompts.parquet` | the target prompts: id, kind (qa, bio, unseen; text where a user corpus replaces the world), text, tokens, gold answer |
 | `logits.parquet` | per target x path x measure (prefill/decode) x batch size x padding: steps, steps not bitwise equal to alone, max/mean abs logit difference, argmax flips, first flip, min top-2 margin; `run` is `first`, or `control` for the rerun of the largest batch |
-| `steps.parquet` | per step of the default path's teacher-forced runs: margin, max abs difference, not equal, flip |
+| `steps.parquet` | per step of the default path's teacher-forced runs (`decode`: the free runs up to their first divergence, see `decode_from_free`): margin, max abs difference (the drift), not equal, flip |
 | `completions.parquet` | per target x path x batch size x padding (and each repeated request): the free-running completion, whether and where it diverges from alone, against float64, QA grades |
 | `unique.parquet` | per repeated prompt: requests and distinct completions |
 | `timing.parquet` | per path x measure x batch size x padding: wall and CPU seconds, tokens |
-| `env.json` | the environment fingerprint (`env.fingerprint`) |
+| `env.json` | the environment fingerprint (`env.fingerprint`), with the matmul kernels oneDNN runs for bf16 and the job's dtype |
 | `provenance.json` | code version, params hash, data and tokenizer hashes, the checkpoint |
 | `metrics.json` | flat metrics (`metrics.job_metrics`) |
 
@@ -30,13 +30,23 @@ import torch
 
 from nextlab.config import Study
 from nextlab.config.nondeterminism import ATTENTION_PATHS, DTYPES, TABLES
+from nextlab.data.stage import read_jsonl
 from nextlab.errors import NextlabError
-from nextlab.io import atomic_path, write_json
+from nextlab.io import atomic_path, require_file, write_json
 from nextlab.model import GPT, GPTConfig
+from nextlab.model.invariant import BatchInvariantGPT
+from nextlab.nondeterminism.decode import window_for
 from nextlab.nondeterminism.env import dtype_runs, fingerprint
-from nextlab.nondeterminism.invariant import BatchInvariantGPT
+from nextlab.nondeterminism.measures import truncate
 from nextlab.nondeterminism.metrics import job_metrics
-from nextlab.nondeterminism.prompts import Prompt, build_pool, choose_targets
+from nextlab.nondeterminism.prompts import (
+    TEXT_PROMPT_WORDS,
+    Prompt,
+    build_pool,
+    build_text_pool,
+    choose_targets,
+    choose_text_targets,
+)
 from nextlab.nondeterminism.study import Models, Runner, unique_completions
 from nextlab.provenance import data_hash_of, provenance
 from nextlab.qa.codec import QACodec
@@ -67,28 +77,32 @@ def check_factors(study: Study, dtype: str, attention: str, threads: int, device
     return torch_dtype
 
 
-def check_sizes(study: Study, model_name: str, targets: list[Prompt], pool: list[Prompt], where: str) -> None:
+def check_sizes(study: Study, model_name: str, targets: list[Prompt], pool: list[Prompt], where: str,
+                factors: tuple[str, str, int]) -> None:
     p = study.nondeterminism
     if not targets:
-        raise NextlabError("nondeterminism.qa_prompts and bio_prompts are both 0: nothing to decode")
-    biggest = max(p.batch_sizes)
+        raise NextlabError("nondeterminism.qa_prompts, bio_prompts and unseen_prompts are all 0: nothing to decode")
+    biggest = max(p.batch_sizes + p.repeat_batch_sizes)
     if biggest > len(pool):
         raise NextlabError(
             f"nondeterminism.batch_sizes holds {biggest}, but {where} gives only {len(pool)} different prompts "
             f"(evaluation questions and biography openings) to fill a batch; lower the batch size"
         )
-    if p.repeat_prompts > len(targets):
+    if p.repeat_prompts > len(targets) and p.sends_repeats(*factors):
         raise NextlabError(
             f"nondeterminism.repeat_prompts={p.repeat_prompts} exceeds the {len(targets)} target prompts "
-            f"(qa_prompts + bio_prompts)"
+            f"(qa_prompts + bio_prompts + unseen_prompts)"
         )
     block = study.models[model_name].block_size
     longest = max(len(t.tokens) for t in pool)
-    if longest + p.max_new_tokens > block:
-        raise NextlabError(
-            f"the longest prompt ({longest} tokens) plus nondeterminism.max_new_tokens={p.max_new_tokens} "
-            f"exceeds model {model_name}'s block_size={block}; lower max_new_tokens"
-        )
+    try:
+        window_for(block, longest, p.max_new_tokens)
+    except ValueError as err:
+        raise NextlabError(f"nondeterminism.max_new_tokens={p.max_new_tokens} needs context restarts, but {err}; "
+                           f"lower max_new_tokens to {block - longest} or use shorter prompts") from None
+    if p.stop_at_eos and longest + p.max_new_tokens > block:
+        raise NextlabError("nondeterminism.stop_at_eos: decoding past the context (max_new_tokens) needs "
+                           "stop_at_eos false")
 
 
 def load_models(ckpt: dict[str, Any], attention: str, dtype: torch.dtype, device: torch.device,
@@ -113,39 +127,53 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
     p = study.nondeterminism
     device = resolve_device(study.train.device)
     torch_dtype = check_factors(study, dtype, attention, threads, device)
-    qa_path = Path(data_dir) / "qa.parquet"
-    qa = read_qa(qa_path)
     data_hash = data_hash_of(data_dir)
-    if "name" not in qa.columns:
-        raise NextlabError(f"{qa_path}: lacks the column 'name' that biography openings need")
     tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
     codec = QACodec(tok)
-    qa_pool, bio_pool = build_pool(qa, qa_path, codec, tok, p.bio_prompt_words, study.seed)
-    pool = qa_pool + bio_pool
-    targets = choose_targets(qa_pool, bio_pool, p.qa_prompts, p.bio_prompts, study.seed, str(qa_path))
-    check_sizes(study, model_name, targets, pool, str(qa_path))
-    ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=p.checkpoint)
+    if study.data.synthetic:
+        qa_path = Path(data_dir) / "qa.parquet"
+        qa = read_qa(qa_path)
+        if "name" not in qa.columns:
+            raise NextlabError(f"{qa_path}: lacks the column 'name' that biography openings need")
+        qa_pool, bio_pool, unseen_pool = build_pool(qa, qa_path, codec, tok, p.bio_prompt_words, study.seed)
+        pool = qa_pool + bio_pool + unseen_pool
+        targets = choose_targets(qa_pool, bio_pool, p.qa_prompts, p.bio_prompts, study.seed, str(qa_path),
+                                 unseen_pool, p.unseen_prompts)
+        where, ckpt_stage = str(qa_path), p.checkpoint
+    else:  # a user corpus replaces the world: continue the user's held-out text, with the pretrained model
+        val_path = Path(data_dir) / "corpus" / "val.jsonl"
+        documents = [doc["text"] for doc in read_jsonl(require_file(val_path, "held-out corpus"))]
+        pool = build_text_pool(documents, tok, TEXT_PROMPT_WORDS, study.models[model_name].block_size // 2)
+        n_targets = p.qa_prompts + p.bio_prompts + p.unseen_prompts
+        targets = choose_text_targets(pool, n_targets, study.seed, str(val_path))
+        where, ckpt_stage = str(val_path), "pretrain"
+    check_sizes(study, model_name, targets, pool, where, (dtype, attention, threads))
+    ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=ckpt_stage)
 
     torch.set_num_threads(threads)
     # The invariant mode has its own attention kernel, so the attention path does not change it:
-    # it runs once per dtype and thread count, in the job of the first attention path listed.
-    invariant = p.invariant_control and (attention == p.attention[0] or attention not in p.attention)
+    # it runs once per dtype, in the job of the first attention path and thread count listed (a
+    # positive control needs no power: it must show no difference at all).
+    invariant = p.invariant_control and (attention == p.attention[0] or attention not in p.attention) and (
+        threads == p.threads[0] or threads not in p.threads)
     models = load_models(ckpt, attention, torch_dtype, device, invariant, p.float64_reference)
 
     def grader(prompt: Prompt, tokens: list[int]) -> str | None:
         if prompt.kind != "qa":
             return None
-        decoded = codec.decode(list(tokens))
+        decoded = codec.decode(truncate(tokens, EOS_ID))
         return grade(decoded.answer, prompt.gold) if decoded.finished else "wrong"
 
     start = time.perf_counter()
-    tables = Runner(models, targets, pool, p, study.seed, EOS_ID, grader).measure().frames()
+    window = window_for(study.models[model_name].block_size, max(len(t.tokens) for t in pool), p.max_new_tokens)
+    tables = Runner(models, targets, pool, p, study.seed, EOS_ID, grader, window,
+                    repeat=p.sends_repeats(dtype, attention, threads)).measure().frames()
     seconds = time.perf_counter() - start
-    tables["unique"] = unique_completions(tables["completions"], EOS_ID)
+    tables["unique"] = unique_completions(tables["completions"], EOS_ID if p.stop_at_eos else None)
     tables["prompts"] = pd.DataFrame([{"prompt_id": t.prompt_id, "kind": t.kind, "text": t.text,
                                        "tokens": " ".join(map(str, t.tokens)), "gold": t.gold} for t in targets])
     metrics = job_metrics(tables["logits"], tables["completions"], tables["timing"], tables["unique"],
-                          list(p.batch_sizes), list(p.cache_modes))
+                          list(p.batch_sizes), list(p.cache_modes), steps=tables["steps"])
     factors = {"model": model_name, "dtype": dtype, "attention": attention, "threads": threads}
     env = fingerprint(device, torch_dtype)
 

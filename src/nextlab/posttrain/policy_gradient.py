@@ -3,9 +3,15 @@
 One step:
 1. each of the step's prompts is answered `group_size` times by sampling from the policy at
    `temperature` (the sampled policy is softmax(logits / temperature));
-2. every answer gets a reward; its advantage is the reward minus the mean reward of its group
-   (the other answers to the same prompt), so only answers better than the model's own average
-   are pushed up, and a group where all answers score the same teaches nothing;
+2. every answer gets a reward; its advantage (`advantage="group"`) is the reward minus the mean
+   reward of its group (the other answers to the same prompt), so only answers better than the
+   model's own average are pushed up, and a group where all answers score the same teaches
+   nothing. With `advantage="vs_abstain"` each sampled answer is compared with the alternative of
+   abstaining instead: its advantage is its reward minus the reward of "I don't know"
+   (`abstain_reward`), and an abstention's is 0. An answer is pushed up exactly where it pays
+   more than abstaining. Under a penalized reward the group baseline instead credits every
+   sampled abstention whenever most of the group's answers are wrong (the group's mean is
+   negative), an explicit push towards "I don't know" on every question the model is unsure of;
 3. loss = -mean(advantage x log pi_T(answer)) + kl_coef x mean over answer tokens of
    KL(pi(.|prefix) || pi_ref(.|prefix)), the exact KL over the vocabulary at temperature 1;
 4. one AdamW step with gradient clipping.
@@ -34,7 +40,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from nextlab.generate import EOS_ID, PAD_ID, generate
+from nextlab.generate import EOS_ID, PAD_ID
+from nextlab.posttrain.onpolicy import mismatch, sample, trainer_logits
 
 RewardFn = Callable[[int, list[int]], tuple[float, str]]
 
@@ -47,8 +54,11 @@ class PGConfig:
     kl_coef: float = 0.05
     grad_clip: float = 1.0
     max_new_tokens: int = 16
+    advantage: str = "group"  # or "vs_abstain" (see the module doc)
+    abstain_reward: float = 0.0  # the reward of "I don't know", the vs_abstain baseline
     eos_id: int = EOS_ID
     pad_id: int = PAD_ID
+    batch_invariant: bool = False  # sampler and trainer through the batch-invariant kernels (onpolicy.py)
 
 
 def group_advantages(rewards: np.ndarray) -> np.ndarray:
@@ -58,6 +68,16 @@ def group_advantages(rewards: np.ndarray) -> np.ndarray:
     [[0.5, -0.5, -0.5, 0.5], [0.0, 0.0, 0.0, 0.0]]
     """
     return rewards - rewards.mean(axis=1, keepdims=True)
+
+
+def versus_abstain_advantages(rewards: np.ndarray, abstain_reward: float) -> np.ndarray:
+    """Each sampled answer against abstaining instead: its reward minus the reward of "I don't
+    know" (an abstention's advantage is then 0: it is the baseline itself).
+
+    >>> versus_abstain_advantages(np.array([[1.0, -3.0, 0.0, -3.0]]), 0.0).tolist()
+    [[1.0, -3.0, 0.0, -3.0]]
+    """
+    return rewards - abstain_reward
 
 
 def _teacher_forced(
@@ -102,18 +122,26 @@ def pg_step(
     """One policy-gradient step on `prompts`; returns the step's log (before the update)."""
     G = cfg.group_size
     repeated = [p for p in prompts for _ in range(G)]
-    out = generate(policy, repeated, cfg.max_new_tokens, temperature=cfg.temperature,
-                   eos_id=cfg.eos_id, pad_id=cfg.pad_id, generator=generator)
+    # The same draws as generate(); the sampler's logits are kept to measure the mismatch.
+    out = sample(policy, repeated, cfg.max_new_tokens, cfg.temperature, cfg.eos_id, cfg.pad_id, generator,
+                 cfg.batch_invariant)
     # An empty answer can only come from max_new_tokens=0; give it the eos so it has a log-prob.
     answers = [toks if toks else [cfg.eos_id] for toks in out.tokens]
 
     scored = [reward_fn(i // G, toks) for i, toks in enumerate(answers)]
     rewards = np.array([r for r, _ in scored], dtype=float).reshape(len(prompts), G)
     grades = [g for _, g in scored]
-    adv = torch.tensor(group_advantages(rewards).reshape(-1), dtype=torch.float32)
+    if cfg.advantage == "vs_abstain":
+        adv_np = versus_abstain_advantages(rewards, cfg.abstain_reward)
+    elif cfg.advantage == "group":
+        adv_np = group_advantages(rewards)
+    else:
+        raise ValueError(f"advantage {cfg.advantage!r}; allowed: group, vs_abstain")
+    adv = torch.tensor(adv_np.reshape(-1), dtype=torch.float32)
 
     policy.train()
-    logits, targets, mask = _teacher_forced(policy, repeated, answers, cfg.pad_id)
+    logits, targets, mask = trainer_logits(policy, repeated, answers, cfg.pad_id, cfg.batch_invariant)
+    on_policy = mismatch(out.logits, logits, mask, cfg.temperature, targets)
     adv = adv.to(logits.device)
     logp_t = F.log_softmax(logits / cfg.temperature, dim=-1)
     token_logp = logp_t.gather(-1, targets[:, :, None]).squeeze(-1) * mask
@@ -153,4 +181,5 @@ def pg_step(
         "loss": float(loss.detach()),
         "grad_norm": float(grad_norm),
         "answer_tokens": float(mask.sum()) / n,
+        **on_policy,
     }

@@ -276,7 +276,9 @@ def run_posttrain(
     start = time.perf_counter()
 
     cfg = PGConfig(group_size=p.group_size, temperature=p.temperature, lr=p.lr, kl_coef=p.kl_coef,
-                   grad_clip=p.grad_clip, max_new_tokens=p.max_answer_tokens)
+                   grad_clip=p.grad_clip, max_new_tokens=p.max_answer_tokens, advantage=p.advantage,
+                   abstain_reward=reward(scheme, "abstain", 0.0),
+                   batch_invariant=p.batch_invariant)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.0)
     generator = torch.Generator(device=device).manual_seed(seed)
     steps: list[dict[str, Any]] = []
@@ -331,7 +333,7 @@ def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
     final = frame.tail(FINAL_WINDOW)
     out: dict[str, Any] = {}
     for key in ("reward", "abstain_rate", "abstain_rate_seen", "abstain_rate_unseen", "correct_rate",
-                "wrong_rate", "kl"):
+                "wrong_rate", "kl", "sampler_trainer_kl", "logprob_diff_max"):
         out[f"first_{key}"] = float(first[key].mean())
         out[f"final_{key}"] = float(final[key].mean())
     out["collapsed_to_abstain"] = int(out["final_abstain_rate"] >= COLLAPSE_ABSTAIN_RATE)

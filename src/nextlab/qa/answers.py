@@ -13,7 +13,8 @@ P(" v" then an end token) = P(tokens of v) x (P(<|eos|>) + P(<|confidence|>)), a
 - `guess`: the most probable value, the model's best non-abstaining guess, and `guess_confidence`
   its probability normalised over the values only ("if I answer, how likely am I right"); it
   exists for every question, also where the model abstained, which is what the behavioural audit
-  needs;
+  needs; `guess_seq_confidence` its unnormalised sequence probability P(" v" then an end token),
+  the number a threshold policy on the sequence probability compares with t;
 - `cand_confidence`: the greedy answer's probability normalised over the values (0 when the
   answer is not one of them, empty for abstentions);
 - `p_idk`: the sequence probability of "I don't know".
@@ -161,7 +162,8 @@ def candidate_columns(
     model: torch.nn.Module, codec: QACodec, questions: Sequence[str], attributes: Sequence[str],
     answers: Sequence[str], golds: Sequence[str], vocabularies: dict[str, list[str]], batch_size: int = 32,
 ) -> pd.DataFrame:
-    """Columns: guess, guess_confidence, guess_correct, cand_confidence, p_idk (see module doc)."""
+    """Columns: guess, guess_confidence, guess_seq_confidence, guess_correct, cand_confidence, p_idk
+    (see module doc)."""
     encoded = {attr: [codec.answer_body(v) for v in values] + [codec.answer_body(IDK)]
                for attr, values in vocabularies.items()}
     normal = {attr: [normalize(v) for v in values] for attr, values in vocabularies.items()}
@@ -189,10 +191,12 @@ def candidate_columns(
             rows[i] = {
                 "guess": values[best],
                 "guess_confidence": float(probs[best]),
+                "guess_seq_confidence": float(np.exp(value_lp[best])),
                 "guess_correct": grade(values[best], golds[i]) == "correct",
                 "cand_confidence": cand_conf,
                 "p_idk": float(np.exp(idk_lp)),
             }
     bar.close()
     return pd.DataFrame([rows[i] for i in range(len(questions))],
-                        columns=["guess", "guess_confidence", "guess_correct", "cand_confidence", "p_idk"])
+                        columns=["guess", "guess_confidence", "guess_seq_confidence", "guess_correct",
+                                 "cand_confidence", "p_idk"])

@@ -278,3 +278,30 @@ def audit(guess_conf: np.ndarray, answered: np.ndarray, guess_correct: np.ndarra
         "share_above": _mean(follow),
         "threshold_score": score(guess_correct & follow, ~follow, t),
     }
+
+
+# ---- reference policies -----------------------------------------------------------------------
+
+def threshold_policy(guess_conf: np.ndarray, guess_correct: np.ndarray, t: float) -> np.ndarray:
+    """Per question, the score under t of the rule "answer the best guess iff its probability
+    exceeds t, else abstain": 1 if answered and right, -t/(1-t) if answered and wrong, 0 if not.
+    A question with no probability (NaN) is abstained on. No training: it is the best a model's
+    own probabilities allow when they are calibrated (answering pays exactly when p > t).
+
+    >>> threshold_policy(np.array([0.2, 0.6, 0.9, np.nan]), np.array([True, False, True, True]), 0.5).tolist()
+    [0.0, -1.0, 1.0, 0.0]
+    """
+    g = np.nan_to_num(np.asarray(guess_conf, float), nan=-np.inf)
+    right = np.asarray(guess_correct, bool)
+    answer = g > t
+    return np.where(answer, np.where(right, 1.0, -wrong_penalty(t)), 0.0)
+
+
+def oracle_policy(guess_correct: np.ndarray) -> np.ndarray:
+    """Per question, the score of the knowledge oracle: answer the best guess iff it is right
+    (1), else abstain (0). It is the same under every t: the ceiling of what the model knows.
+
+    >>> oracle_policy(np.array([True, False, True])).tolist()
+    [1.0, 0.0, 1.0]
+    """
+    return np.asarray(guess_correct, bool).astype(float)

@@ -88,6 +88,7 @@ HEADLINE = [re.compile(p) for p in (
     r"^pretrain\.[^.]+\.qa_acc_k(1|16)$",
     r"^evaluate\.[^.]+\.(none|binary)\.hallucination$",
     r"^evaluate\.[^.]+\.penalized-(0\.5|0\.75|0\.9)\.score_t\1$",
+    r"^evaluate\.[^.]+\.penalized-(0\.5|0\.75|0\.9)\.share_threshold_cand$",
     r"^evaluate\.[^.]+\.calibrated\.(stated_)?(auroc|ece)$",
     r"^nondeterminism\.[^.]+\.(float32|bfloat16)\..*\.default\.differ_b\d+$",
 )]

@@ -8,6 +8,14 @@ A `Finding` is one number the report states, with its 95% interval and what it c
 
 Proportions use the Wilson score interval, which stays inside [0, 1] and is sensible at 0/n and
 n/n, where the normal approximation collapses to a point.
+
+A verdict compares two findings (`compare`): the difference is resolved only when both are
+non-degenerate and their intervals separate. A missing value (an empty bucket), a missing or
+zero-width interval (every replicate the same: nothing was measured to vary), or two values that
+are both zero resolve nothing, and the comparison says why:
+
+    >>> compare(Finding("a", "ECE, SFT", 0.0, 0.0, 0.0), Finding("b", "ECE, calibrated", 0.1, 0.05, 0.2)).reason
+    'ECE, SFT: zero-width interval (0.000 at [0.000, 0.000])'
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 Z95 = 1.959963984540054
+ZERO = 1e-9  # below this a value or an interval's width is float rounding of zero (an ECE of 4e-14
+#              from answers all given probability ~0 is zero, and its interval no interval at all)
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,65 @@ class Finding:
         return out
 
     def above(self, other: "Finding") -> bool:
-        """This interval lies wholly above the other's: a difference the data resolve."""
-        return self.lo > other.hi
+        """This finding is resolved above the other (`compare`: both non-degenerate, intervals apart)."""
+        c = compare(self, other)
+        return c.resolved and c.higher is self
+
+
+def degenerate(f: "Finding | None") -> str | None:
+    """Why a finding cannot carry a verdict, or None when it can.
+
+    >>> degenerate(Finding("k", "x", 0.3, 0.2, 0.4)) is None, degenerate(Finding("k", "x", math.nan))
+    (True, 'x: no value (an empty bucket or an undefined metric)')
+    """
+    if f is None:
+        return "not measured"
+    if f.value is None or not math.isfinite(f.value):
+        return f"{f.label}: no value (an empty bucket or an undefined metric)"
+    if f.n == 0:
+        return f"{f.label}: empty (n = 0)"
+    if not (math.isfinite(f.lo) and math.isfinite(f.hi)):
+        return f"{f.label}: no interval"
+    if f.hi - f.lo <= ZERO:
+        return f"{f.label}: zero-width interval ({f.value:.3f} at [{f.lo:.3f}, {f.hi:.3f}])"
+    return None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict on two findings: `higher` is the one whose interval lies wholly above the
+    other's when `resolved`; `reason` says what was found, or why nothing was."""
+
+    resolved: bool
+    higher: "Finding | None"
+    reason: str
+
+
+def compare(a: "Finding | None", b: "Finding | None") -> Comparison:
+    """Do the data tell a and b apart? Only when both are non-degenerate and their 95% intervals
+    separate (see the module doc).
+
+    >>> c = compare(Finding("a", "k16", 0.9, 0.8, 0.95), Finding("b", "k1", 0.1, 0.05, 0.2))
+    >>> c.resolved, c.higher.key
+    (True, 'a')
+    >>> compare(Finding("a", "x", 0.0, -0.1, 0.1), Finding("b", "y", 0.0, -0.2, 0.1)).reason
+    'all-zero values: x and y are both 0'
+    >>> compare(Finding("a", "x", 0.5, 0.4, 0.6), Finding("b", "y", 0.45, 0.3, 0.55)).reason
+    'x (0.500 [0.400, 0.600]) and y (0.450 [0.300, 0.550]): 95% intervals overlap'
+    """
+    for f in (a, b):
+        why = degenerate(f)
+        if why is not None:
+            return Comparison(False, None, why)
+    assert a is not None and b is not None
+    if abs(a.value) <= ZERO and abs(b.value) <= ZERO:
+        return Comparison(False, None, f"all-zero values: {a.label} and {b.label} are both 0")
+    if a.lo > b.hi:
+        return Comparison(True, a, f"{a.label} above {b.label}: 95% intervals do not overlap")
+    if b.lo > a.hi:
+        return Comparison(True, b, f"{b.label} above {a.label}: 95% intervals do not overlap")
+    return Comparison(False, None, f"{a.label} ({a.value:.3f} [{a.lo:.3f}, {a.hi:.3f}]) and {b.label} "
+                                   f"({b.value:.3f} [{b.lo:.3f}, {b.hi:.3f}]): 95% intervals overlap")
 
 
 def _fmt(value: float, digits: int) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from nextlab.report.registry import Drawn, Need, figure
-from nextlab.report.stats import Finding
+from nextlab.report.stats import Finding, compare
 
 SUMMARY = "evaluate/{model}/summary/summary.parquet"
 SUMMARY_COLUMNS = ("model", "scheme", "metric", "value", "lo", "hi")
@@ -57,16 +57,19 @@ def _wide(summary, metrics: list[str]):
     return pd.DataFrame(rows)
 
 
-def _compare(base_scheme: str, base: Finding | None, others: dict[str, Finding], what: str) -> str | None:
-    """One sentence: is some scheme's value lower than the base scheme's, beyond the intervals?"""
+def _compare(base_scheme: str, base: Finding | None, others: dict[str, Finding | None], what: str) -> str | None:
+    """One sentence: is some scheme's value lower than the base scheme's, resolved by `compare`
+    (both non-degenerate, intervals apart)? If none is, why not, scheme by scheme."""
     if base is None or not others:
         return None
-    lower = {s: f for s, f in others.items() if base.above(f)}
+    verdicts = {s: compare(base, f) for s, f in others.items()}
+    lower = {s: others[s] for s, c in verdicts.items() if c.resolved and c.higher is base}
     if lower:
         scheme, best = min(lower.items(), key=lambda item: item[1].value)
         return (f"Supported: {what} is {best.value:.3f} under {scheme} against {base.value:.3f} under "
                 f"{base_scheme} (95% intervals do not overlap).")
-    return f"Not resolved at this scale: {what} of every other scheme overlaps {base_scheme}'s 95% interval."
+    reasons = "; ".join(f"{s}: {c.reason}" for s, c in verdicts.items())
+    return f"Not resolved at this scale: no scheme's {what} is resolved below {base_scheme}'s ({reasons})."
 
 
 @figure(
@@ -112,7 +115,10 @@ def hallucination(tables, model: str) -> Drawn:
     needs=[Need(SUMMARY, SUMMARY_COLUMNS)],
 )
 def scores(tables, model: str) -> Drawn:
-    from nextlab.evaluate.figures import score_matrix
+    import pandas as pd
+
+    from nextlab.evaluate.figures import score_matrix, score_rows
+    from nextlab.evaluate.tables import own_target
 
     summary = _summary(tables, model)
     targets = tables.study.evaluate.targets
@@ -128,9 +134,47 @@ def scores(tables, model: str) -> Drawn:
             findings.append(at_t[best])
             if best != "binary" and "binary" in at_t:
                 findings.append(at_t["binary"])
-    data = _wide(summary, [f"score_t{t:g}" for t in targets])
+        for ref, what in (("ref_threshold", "sequence"), ("ref_threshold_cand", "candidate")):
+            f = _finding(summary, model, "none", f"{ref}_t{t:g}",
+                         f"threshold policy on the SFT model's {what} probability, graded at t = {t:g}")
+            if f:
+                findings.append(f)
+    oracle = _finding(summary, model, "none", "ref_oracle", "knowledge oracle of the SFT model (any t)")
+    if oracle:
+        findings.append(oracle)
+    # Each trained scheme at its own t against the SFT model's threshold policy (no training).
+    reached, short = [], []
+    for scheme in schemes:
+        t = own_target(scheme)
+        if t is None:
+            continue
+        for ref, what in (("threshold_cand", "candidate"), ("threshold", "sequence")):
+            f = _finding(summary, model, scheme, f"share_{ref}",
+                         f"score at t = {t:g} as a share of the SFT threshold policy ({what} probability)")
+            if f:
+                findings.append(f)
+        gap = _finding(summary, model, scheme, "gap_threshold_cand",
+                       f"score at t = {t:g} minus the SFT threshold policy's (candidate probability)")
+        if gap is None:
+            continue
+        findings.append(gap)
+        where = f"{scheme} ({gap.value:+.3f} [{gap.lo:+.3f}, {gap.hi:+.3f}])"
+        # Short: the gap's interval lies wholly below 0; otherwise the data do not put it below.
+        (reached if not gap.hi < 0 else short).append(where)
+    note = ("For each grading target, the best-scoring scheme (and binary), the SFT model's reference policies "
+            "(no training), and each trained scheme against the SFT threshold policy at its own t:")
+    verdict = None
+    if reached or short:
+        verdict = ("Trained schemes at their own t against thresholding the SFT model's candidate probability "
+                   "(score minus reference, 95% interval): "
+                   + (f"not resolved below it: {', '.join(reached)}" if reached else "every one is below it")
+                   + (f"; below it: {', '.join(short)}." if short else "."))
+    rows = score_rows(summary, targets)
+    data = pd.DataFrame([{"row": label, "kind": kind,
+                          **{f"score_t{t:g}{suffix}": cell[k] for t, cell in zip(targets, cells)
+                             for k, suffix in enumerate(("", "_lo", "_hi"))}} for kind, label, cells in rows])
     return Drawn(lambda path: score_matrix(summary, path, targets), data=data, findings=findings,
-                 note="For each grading target, the best-scoring scheme (and binary, for comparison):")
+                 verdict=verdict, note=note)
 
 
 @figure(
@@ -209,12 +253,11 @@ def mentions(tables, model: str) -> Drawn:
         low = _finding(summary, model, scheme, f"{buckets[0]}.accuracy", f"accuracy on facts seen {buckets[0][1:]}×")
         high = _finding(summary, model, scheme, f"{buckets[-1]}.accuracy", f"accuracy on facts seen {buckets[-1][1:]}×")
         findings = [f for f in (low, high) if f]
-        if low and high:
-            verdict = (f"Supported after post-training too ({scheme}): facts seen {buckets[-1][1:]}× are answered "
-                       f"right more often than facts seen {buckets[0][1:]}× (95% intervals do not overlap)."
-                       if high.above(low) else
-                       f"Not resolved at this scale ({scheme}): accuracy on facts seen {buckets[-1][1:]}× and "
-                       f"{buckets[0][1:]}× overlap.")
+        c = compare(high, low)
+        verdict = (f"Supported after post-training too ({scheme}): facts seen {buckets[-1][1:]}× are answered "
+                   f"right more often than facts seen {buckets[0][1:]}× (95% intervals do not overlap)."
+                   if c.resolved and c.higher is high else
+                   f"Not resolved at this scale ({scheme}): {c.reason}.")
     k1 = _finding(summary, model, scheme, "k1.hallucination", "hallucination on facts seen once")
     if k1:
         findings.append(k1)

@@ -17,6 +17,7 @@ COLUMNS = {
     "completions": ("path", "batch_size", "run", "differs"),
     "unique": ("path", "prompt_id", "requests", "unique"),
     "timing": ("path", "measure", "batch_size", "run", "tokens", "seconds"),
+    "steps": ("measure", "batch_size", "margin", "max_abs_diff", "flip"),
 }
 FACTORS = ("dtype", "attention", "threads")
 
@@ -39,6 +40,101 @@ def _job(row) -> str:
     return f"{row['dtype']}/{row['attention']}/threads{row['threads']}"
 
 
+def power_note(first) -> str | None:
+    """The power calculation behind the design, from the completions it ran (batch size > 1).
+
+    Under exact determinism no completion changes, so one change decides; a rate of 1% shows at
+    least once in n completions with probability 1 - 0.99^n (299 give 95%).
+    """
+    from nextlab.nondeterminism.metrics import DETECT_RATE
+    from nextlab.nondeterminism.power import completions_for_power, detection_power
+
+    default = first[first["path"] == "default"]
+    if not len(default):
+        return None
+    per = default.groupby(["dtype", "batch_size"]).size()
+    pooled = default.groupby("batch_size").size()
+    need = completions_for_power(DETECT_RATE, 0.95)
+    return (f"Power: a {DETECT_RATE:.0%} rate of changed completions shows at least once in n completions with "
+            f"probability 1 - {1 - DETECT_RATE:g}^n ({need} give 95%). Per dtype and batch size n = "
+            f"{int(per.min())}-{int(per.max())} (power {detection_power(DETECT_RATE, int(per.min())):.0%}); "
+            f"pooled over dtypes n = {int(pooled.min())} (power {detection_power(DETECT_RATE, int(pooled.min())):.0%}).")
+
+
+def verdict(completions, steps) -> tuple[str | None, list[Finding]]:
+    """The claim's verdict from changed completions (batch size > 1, run `first`) and teacher-forced
+    steps, per dtype and batch size, and per dtype over every batch size > 1 (the control's claim,
+    no change at any batch size, pools them): default kernels pooled over the dtype's jobs against
+    the batch-invariant control of the same dtype (Wilson 95% intervals).
+
+    Supported only where the default path's interval lies wholly above the control's and is not
+    degenerate (it excludes 0, and the control was measured). Otherwise the verdict gives the
+    exact one-sided 95% bound on the changed-completion rate and the flip rate the logit drift
+    predicts beside the observed one, and says why it is not supported.
+    """
+    from nextlab.nondeterminism.power import predicted_flips, upper_bound
+
+    findings: list[Finding] = []
+    if not len(completions):
+        return None, findings
+    first = completions[(completions["run"] == "first") & (completions["batch_size"] > 1)]
+    best = None  # the separated (dtype, batch) with the highest default rate
+    overlapping = []
+    groups = [((dtype, b), rows) for (dtype, b), rows in first.groupby(["dtype", "batch_size"])]
+    groups += [((dtype, "> 1"), rows) for dtype, rows in first.groupby("dtype")]
+    for (dtype, b), rows in groups:
+        default, control = rows[rows["path"] == "default"], rows[rows["path"] == "invariant"]
+        if not len(default):
+            continue
+        tag = "all" if b == "> 1" else b
+        d = proportion(f"nondeterminism.{dtype}.differ_b{tag}", f"{dtype}, batch {b}: completions that differ "
+                       "from alone (default kernels, every job)", int(default["differs"].sum()), len(default))
+        findings.append(d)
+        c = None
+        if len(control):
+            c = proportion(f"nondeterminism.{dtype}.invariant.differ_b{tag}", f"{dtype}, batch {b}: the same, "
+                           "batch-invariant kernels", int(control["differs"].sum()), len(control))
+            findings.append(c)
+        if c is not None and d.lo > 0 and d.above(c):
+            # a single batch size that separates on its own outranks the pooled comparison
+            if best is None or (b != "> 1", d.value) > (best[2], best[0].value):
+                best = (d, c, b != "> 1")
+        elif d.lo > 0:
+            overlapping.append((d, c))
+    default_all = first[first["path"] == "default"]
+    n, k = len(default_all), int(default_all["differs"].sum())
+    bound = upper_bound(k, n) if n else None
+    drift = ""
+    forced = steps[steps["measure"] == "decode"] if len(steps) else steps
+    if len(forced):
+        p = predicted_flips(forced["margin"].to_numpy(), forced["max_abs_diff"].to_numpy())
+        flips = int(forced["flip"].sum())
+        drift = (f" Teacher forced with the cache, the logit drift predicted {p.predicted_rate:.3%} of "
+                 f"{p.steps} steps to flip (margin below the drift; at most {p.possible_rate:.3%} could), "
+                 f"{flips / p.steps:.3%} did (95% upper bound {upper_bound(flips, p.steps):.3%}).")
+    if best is not None:
+        d, c, _ = best
+        others = ""
+        for dtype, rows in default_all.groupby("dtype"):
+            if dtype != d.key.split(".")[1]:
+                kk, nn = int(rows["differs"].sum()), len(rows)
+                others += (f" {dtype}: {kk} of {nn} changed (below {upper_bound(kk, nn):.2%}, exact one-sided "
+                           "95% bound)." if kk == 0 else f" {dtype}: {kk} of {nn} changed, not separated.")
+        return (f"Supported: {d.label.split(':')[0]}: {d.value:.1%} [{d.lo:.1%}, {d.hi:.1%}] of "
+                f"{d.n} completions differ from the prompt alone, against {c.value:.1%} "
+                f"[{c.lo:.1%}, {c.hi:.1%}] with batch-invariant kernels." + others + drift), findings
+    if n == 0:
+        return None, findings
+    if overlapping:
+        d, c = max(overlapping, key=lambda pair: pair[0].value)
+        why = (f"{d.label.split(':')[0]} changed {d.value:.1%} [{d.lo:.1%}, {d.hi:.1%}] of {d.n} completions, "
+               + ("but no batch-invariant control was run" if c is None else
+                  f"but the batch-invariant control's interval [{c.lo:.1%}, {c.hi:.1%}] (n = {c.n}) overlaps it"))
+        return f"Not resolved: {why}; more completions per batch size would separate them." + drift, findings
+    return (f"Not shown: {k} of {n} free-running completions changed; the rate is below {bound:.2%} "
+            f"(exact one-sided 95% bound) at every batch size pooled." + drift), findings
+
+
 @figure(
     "nondeterminism-rates",
     stage="nondeterminism",
@@ -49,7 +145,7 @@ def _job(row) -> str:
     "decoded alone: share of teacher-forced steps whose logits are not bitwise equal, argmax flips per "
     "token, and free-running completions that differ. One line per dtype/attention job; dashed: the "
     "batch-invariant mode.",
-    needs=_needs("logits", "completions"),
+    needs=_needs("logits", "completions", "steps"),
 )
 def rates(tables, model: str) -> Drawn:
     import pandas as pd
@@ -70,6 +166,9 @@ def rates(tables, model: str) -> Drawn:
         by_job.setdefault((job, path), []).append(f)
     for fs in by_job.values():
         findings.append(max(fs, key=lambda f: f.value))  # the batch size where most differ
+    steps = _tables(tables, model, "steps")["steps"]
+    said, pooled = verdict(comp, steps)
+    findings += pooled
     # Below the tokens: teacher-forced steps whose logits are not bitwise equal to the prompt alone.
     logits = data["logits"]
     forced = logits[(logits["run"] == "first") & (logits["path"] == "default") & (logits["batch_size"] > 1)]
@@ -80,24 +179,11 @@ def rates(tables, model: str) -> Drawn:
                           "every job and batch size > 1)", int(forced["steps_not_equal"].sum()),
                           int(forced["steps"].sum()))
         findings.append(bits)
-    default = [f for (job, path), fs in by_job.items() if path == "default" for f in fs]
-    invariant = [f for (job, path), fs in by_job.items() if path == "invariant" for f in fs]
-    changed = [f for f in default if f.lo > 0]
-    if changed:
-        worst = max(changed, key=lambda f: f.value)
-        where = worst.label.split(", ", 1)[1]  # "<job>, <path> kernels, batch <b>"
-        verdict = f"Supported: {where}: {worst.value:.1%} of completions differ from the prompt decoded alone."
-        if invariant:
-            verdict += (" The batch-invariant mode changed none." if all(f.value == 0 for f in invariant)
-                        else " The batch-invariant mode did not remove every difference.")
-    elif default:
-        verdict = "Not shown at this scale: no free-running completion differed from the prompt decoded alone"
-        verdict += (f", though {bits.value:.1%} of teacher-forced steps had logits not bitwise equal."
-                    if bits is not None and bits.lo > 0 else ".")
-    else:
-        verdict = None
+    if said is not None and bits is not None and bits.lo > 0:
+        said += f" {bits.value:.1%} of teacher-forced steps had logits not bitwise equal to alone."
     table = pd.DataFrame(rows, columns=["job", "path", "batch_size", "differ", "lo", "hi", "n"])
-    return Drawn(lambda path: rates_vs_batch(data, path), data=table, findings=findings, verdict=verdict)
+    return Drawn(lambda path: rates_vs_batch(data, path), data=table, findings=findings, verdict=said,
+                 note=power_note(first))
 
 
 @figure(

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from nextlab.report.registry import Drawn, Need, figure
-from nextlab.report.stats import Finding, mean_interval, proportion
+from nextlab.report.stats import Finding, compare, mean_interval, proportion
 from nextlab.report.style import COLORS, new_figure
 
 CURVE = "models/{model}/pretrain/curve.csv"
@@ -111,19 +111,22 @@ def facts(tables, model: str) -> Drawn:
     chosen: list[Finding] = []
     if len(ks_all) >= 2:
         k_lo, k_hi = ks_all[0], ks_all[-1]
-        resolved = []
+        resolved, reasons = [], []
         for probe in PROBES:
             a, b = findings.get((probe, k_lo)), findings.get((probe, k_hi))
             if a and b:
                 chosen += [a, b]
-                if b.above(a):
+                c = compare(b, a)
+                if c.resolved and c.higher is b:
                     resolved.append(probe)
+                else:
+                    reasons.append(c.reason)
         if resolved:
             verdict = (f"Supported: facts seen {k_hi}× are recalled more often than facts seen {k_lo}× "
                        f"({', '.join(resolved)} probe{'s' if len(resolved) > 1 else ''}; 95% intervals do not overlap).")
         else:
-            verdict = (f"Not resolved at this scale: recall of facts seen {k_hi}× and {k_lo}× have "
-                       "overlapping 95% intervals.")
+            verdict = (f"Not resolved at this scale: recall of facts seen {k_hi}× is not resolved above {k_lo}× "
+                       f"({'; '.join(reasons) or 'no probe measured both'}).")
     # One row per k, probes side by side: the flat table DVC plots draw as two lines.
     columns = ["mentions"] + [f"{p}_{c}" for p in PROBES for c in ("accuracy", "lo", "hi", "n")]
     data = (pd.DataFrame(rows, columns=columns).groupby("mentions", as_index=False).first()

@@ -42,9 +42,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from nextlab.model import GPT
+from nextlab.model import GPT, kernels
 from nextlab.model.rotary import apply_rotary
-from nextlab.nondeterminism import kernels
 
 # The GPTConfig fields this forward implements; `dropout` and `attention` do not change the maths
 # of an eval-mode forward (the invariant mode has its own attention kernel).
@@ -59,7 +58,7 @@ def _check_supported(model: GPT) -> None:
     if unknown:
         raise NotImplementedError(
             f"the batch-invariant forward does not implement model config field(s) {sorted(unknown)}; "
-            "extend nextlab.nondeterminism.invariant before using it on this model"
+            "extend nextlab.model.invariant before using it on this model"
         )
 
 
