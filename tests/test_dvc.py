@@ -34,7 +34,9 @@ def test_make_study_then_a_queued_sweep(tmp_path):
     (path / "params" / "sweep.yaml").write_text(_sweep_params((path / "params" / "smoke.yaml").read_text()))
 
     # `make study` for a params file it has never seen: registers it, runs it through DVC
-    run(["make", "study", "STUDY=sweep", f"VENV={BIN.parent}"], path, env)
+    # the test's own environment, taken as set up (-o: never reinstalled into from this copy)
+    run(["make", "study", "STUDY=sweep", f"VENV={BIN.parent}", "-o", "setup", "-o", str(BIN.parent / ".installed")],
+        path, env)
     assert "  - sweep\n" in (path / "params" / "studies.yaml").read_text()
     assert "study@sweep" in (path / "dvc.lock").read_text()
     assert (path / "reports" / "sweep" / "headline.json").is_file()
