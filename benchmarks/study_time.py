@@ -4,7 +4,7 @@
     python benchmarks/study_time.py --study smoke --run        # run it first, in a fresh clone, timed
 
 `--run` clones this checkout (what a user's fresh clone holds) into a temporary folder, runs the
-study there as `make study` does (`dvc repro study@<study>`, which runs the Snakemake DAG; set-up
+study there as `make study` does (registers it, then `dvc repro study@<study>`, which runs the Snakemake DAG; set-up
 excluded: the clone uses this checkout's environment) and prints the wall time and DVC's tail, the
 time from the last job's end to `dvc repro` returning. The table sums each rule's jobs from
 `logs/<study>/benchmarks/*.tsv` (jobs, summed seconds, longest job, peak RSS) and from the
@@ -117,6 +117,8 @@ def run_study(study: str, cores: int) -> Path:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONPATH=str(clone / "src"),
                DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", PYTHONHASHSEED="0")
     env.pop("MLFLOW_TRACKING_URI", None)
+    # what `make study` does first: make the study one of DVC's stages
+    subprocess.run([str(BIN / "python"), "workflow/scripts/register_study.py", study], cwd=clone, env=env, check=True)
     start = time.time()
     proc = subprocess.run(["dvc", "repro", f"study@{study}"], cwd=clone, env=env, capture_output=True, text=True)
     end = time.time()
