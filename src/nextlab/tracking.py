@@ -470,6 +470,10 @@ class StageRun:
         try:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+            # its INFO lines ("skip logging GPU metrics", "started monitoring") would land in every
+            # job's stderr, and a job that stops on bad input must print one line only
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+
             self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s or SYSTEM_METRICS_INTERVAL_S,
                                                  tracking_uri=tracking_uri())
             self._monitor.start()
