@@ -21,15 +21,45 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# name -> posttrain params overriding the study's (the first is the study's own setting)
+# name -> posttrain params overriding the study's (the first is the study's own setting). Every
+# other setting names its advantage, so a row means the same whatever the study's file says.
 SETTINGS = {
     "study": {},
+    "group": {"advantage": "group"},
     "vs_abstain": {"advantage": "vs_abstain"},
     "vs_abstain, rl only": {"advantage": "vs_abstain", "finetune_share": 0.0},
     "vs_abstain, rl only, lr 2e-4": {"advantage": "vs_abstain", "finetune_share": 0.0, "lr": 2e-4},
     # Sampling nearer to the greedy answer that is graded: fewer wrong samples to push down.
-    "temperature 0.3": {"temperature": 0.3},
+    "temperature 0.3": {"advantage": "group", "temperature": 0.3},
     "vs_abstain, temperature 0.3": {"advantage": "vs_abstain", "temperature": 0.3},
+    # The answer-or-abstain phase (nextlab.posttrain.decision) first, then policy gradient.
+    "decision 60": {"advantage": "group", "decision_steps": 60},
+    "decision 60, vs_abstain": {"decision_steps": 60, "advantage": "vs_abstain"},
+    "decision 120, vs_abstain": {"decision_steps": 120, "advantage": "vs_abstain"},
+    "decision 120 lr 3e-4, vs_abstain": {"decision_steps": 120, "decision_lr": 3e-4, "advantage": "vs_abstain"},
+    # The same phase with the start model's own belief as the target (its threshold policy, distilled).
+    "belief 60": {"advantage": "group", "decision_steps": 60, "decision_targets": "belief"},
+    "belief 60, vs_abstain": {"decision_steps": 60, "decision_targets": "belief", "advantage": "vs_abstain"},
+    "belief 120 lr 3e-4, vs_abstain": {"decision_steps": 120, "decision_lr": 3e-4, "decision_targets": "belief",
+                                       "advantage": "vs_abstain"},
+    # Sampling near the greedy answer that is graded, with the belief phase first.
+    "belief 60, vs_abstain, temperature 0.3": {"decision_steps": 60, "decision_targets": "belief",
+                                               "advantage": "vs_abstain", "temperature": 0.3},
+    "vs_abstain, temperature 0.3, lr 2e-4": {"advantage": "vs_abstain", "temperature": 0.3, "lr": 2e-4},
+    "decision 60, vs_abstain, temperature 0.3": {"decision_steps": 60, "advantage": "vs_abstain",
+                                                 "temperature": 0.3},
+    "decision 120, vs_abstain, temperature 0.3": {"decision_steps": 120, "advantage": "vs_abstain",
+                                                  "temperature": 0.3},
+    "recalibrated 60": {"advantage": "group", "decision_steps": 60, "decision_targets": "recalibrated"},
+    "recalibrated 60, vs_abstain": {"decision_steps": 60, "decision_targets": "recalibrated",
+                                    "advantage": "vs_abstain"},
+    "recalibrated 120, no pg": {"advantage": "group", "decision_steps": 120, "decision_targets": "recalibrated",
+                                "lr": 1e-9},
+    # The phase alone: policy gradient at a learning rate too small to move anything (an ablation).
+    "belief 120, no pg": {"advantage": "group", "decision_steps": 120, "decision_targets": "belief", "lr": 1e-9},
+    "belief 240 lr 3e-4, no pg": {"advantage": "group", "decision_steps": 240, "decision_lr": 3e-4, "decision_targets": "belief",
+                                  "lr": 1e-9},
+    "outcome 120, no pg": {"advantage": "group", "decision_steps": 120, "lr": 1e-9},
 }
 
 
@@ -58,6 +88,7 @@ def measures(table, t: float) -> dict[str, float]:
         "abstain": float(abstain.mean()),
         "abstain_k16": float(abstain[k16].mean()),
         "halluc_unseen": float((~correct & ~abstain)[unseen].mean()),
+        "halluc": float((~correct & ~abstain).mean()),
         "threshold": float(M.threshold_policy(table["guess_confidence"], table["guess_correct"], t).mean()),
     }
 
@@ -95,8 +126,8 @@ def main() -> None:
     print(f"study {study.study}, model {model_name}, calibration split: {len(calib)} questions "
           f"({int((~calib['seen']).sum())} never-seen names), seeds {args.seeds}")
     print("| setting | scheme | score at own t | SFT threshold (cand) | SFT model's own score | abstain | "
-          "abstain k16 | halluc. unseen | s/run |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "abstain k16 | halluc. | SFT halluc. | halluc. unseen | s/run |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.settings:
         p = study.posttrain.model_copy(update=SETTINGS[name])
         run_study = study.model_copy(update={"posttrain": p})
@@ -115,7 +146,8 @@ def main() -> None:
             mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
             ref = measures(start_table, t)
             print(f"| {name} | {scheme} | {mean['score']:.3f} | {ref['threshold']:.3f} | {ref['score']:.3f} | "
-                  f"{mean['abstain']:.2f} | {mean['abstain_k16']:.2f} | {mean['halluc_unseen']:.3f} | "
+                  f"{mean['abstain']:.2f} | {mean['abstain_k16']:.2f} | {mean['halluc']:.3f} | {ref['halluc']:.3f} | "
+                  f"{mean['halluc_unseen']:.3f} | "
                   f"{np.mean(seconds):.0f} |", flush=True)
 
 

@@ -26,7 +26,7 @@ PARAMS = {
               "checkpoint_every": 20, "device": "cpu"},
     "sft": {"steps": 5, "batch_size": 8, "warmup_steps": 1, "confidence_steps": 2},
     "posttrain": {"schemes": ["none", *SCHEMES], "seeds": [1], "steps": 2, "questions_per_step": 4,
-                  "group_size": 2, "max_answer_tokens": 6},
+                  "group_size": 2, "max_answer_tokens": 6, "decision_steps": 3},
     "evaluate": {"bootstrap_samples": 20, "max_answer_tokens": 6},
 }
 
@@ -95,6 +95,13 @@ def test_sft_and_posttrain_outputs(pipeline):
         assert set(metrics) == keys  # the same keys for every scheme
         ckpt = torch.load(out / "ckpt.pt", weights_only=True)
         assert ckpt["extra"]["scheme"] == scheme and ckpt["extra"]["seed"] == 1
+        # the answer-or-abstain phase ran before policy gradient where the scheme has one
+        phase = scheme != "calibrated"
+        assert metrics["decision_steps"] == (3 if phase else 0)
+        if phase:
+            assert metrics["decision_answer_targets"] + metrics["decision_abstain_targets"] == metrics["decision_questions"] > 0
+            share = metrics["decision_abstain_draw_share"]
+            assert (share == 0.0) if scheme == "binary" else (0.0 < share < 1.0)
     conf = json.loads((d["models"] / "sft_confidence" / "metrics.json").read_text())
     assert conf["examples"] > 0 and 0 <= conf["stated_format_rate"] <= 1
     assert torch.load(d["models"] / "sft_confidence" / "ckpt.pt", weights_only=True)["extra"]["stage"] == "sft_confidence"
@@ -220,3 +227,28 @@ def test_sft_loss_only_on_answer_tokens():
     idx, labels = collate([Example([0, 3, 9, 9, 4], [20, 1]), Example([0, 3, 4], [21, 22, 1])])
     assert idx.tolist() == [[0, 3, 9, 9, 4, 20], [0, 3, 4, 21, 22, 2]]
     assert labels.tolist() == [[IGNORE, IGNORE, IGNORE, IGNORE, 20, 1], [IGNORE, IGNORE, 21, 22, 1, IGNORE]]
+
+
+def test_weighted_finetune_learns_the_heavier_target():
+    """Two targets for one prompt: weighted draws teach the one with weight, never the other
+    (the answer-or-abstain phase's drawing, on a toy problem)."""
+    from nextlab.model import GPT, GPTConfig
+    from nextlab.posttrain.sft import SFTConfig, finetune
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, d_model=16))
+    examples = [Example([0, 3], [5, 1]), Example([0, 3], [7, 1])]
+    cfg = SFTConfig(steps=60, batch_size=4, lr=3e-2, warmup_steps=0)
+    finetune(model, examples, cfg, torch.Generator().manual_seed(0), weights=[0.0, 1.0])
+    probs = torch.softmax(model(torch.tensor([[0, 3]]))[0, -1], -1)
+    assert probs[7] > 0.9 and probs[5] < 0.01
+
+
+def test_worked_examples_in_docstrings():
+    import doctest
+
+    from nextlab.posttrain import decision, rewards, sft
+
+    for module in (decision, rewards, sft):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

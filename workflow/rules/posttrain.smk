@@ -76,6 +76,7 @@ rule posttrain:
         init=posttrain_start,
         tokenizer=rules.tokenize.output.tokenizer,
         qa=rules.data.output.qa,
+        world=rules.data.output.world,
         data_stats=rules.data.output.stats,
     output:
         ckpt=kept(f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/ckpt.pt"),

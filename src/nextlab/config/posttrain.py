@@ -103,6 +103,17 @@ class PosttrainParams(Section):
         False, description="sample and train through the batch-invariant kernels: the trainer's log-probs are "
         "the sampler's bits (exactly on-policy); the mismatch is logged per step either way",
     )
+    decision_steps: int = Field(
+        0, ge=0, description="steps of the answer-or-abstain phase before policy gradient (binary, penalized): "
+        "a fine-tune on the start model's best guesses where they are right and 'I don't know' where they are "
+        "wrong, weighted by the scheme's costs (nextlab.posttrain.decision); 0 skips it",
+    )
+    decision_lr: float = Field(1e-4, gt=0, le=1.0, description="peak lr of the answer-or-abstain phase")
+    decision_targets: Literal["outcome", "belief", "recalibrated"] = Field(
+        "outcome", description="outcome: the better action given whether the guess is right, weighted by "
+        "the scheme's costs; belief: the better action by the start model's own probability of its guess; "
+        "recalibrated: by that probability mapped to the share of right guesses at it (nextlab.posttrain.decision)",
+    )
     advantage: Literal["group", "vs_abstain"] = Field(
         "group", description="group: reward minus the group's mean; vs_abstain: each answer against abstaining "
         "(see nextlab.posttrain.policy_gradient)"

@@ -10,7 +10,7 @@ questions. A batch is right-padded; labels are -100 (ignored) everywhere but the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,16 +74,34 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[li
             yield order[start : start + batch_size]
 
 
+def _weighted_batches(weights: Sequence[float], batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """Batches drawn with replacement in proportion to `weights` (a weighted loss, in expectation).
+
+    >>> batches = _weighted_batches([0.0, 1.0, 0.0], 5, torch.Generator().manual_seed(0))
+    >>> next(batches)
+    [1, 1, 1, 1, 1]
+    """
+    w = torch.tensor(list(weights), dtype=torch.float64)
+    while True:
+        yield torch.multinomial(w, batch_size, replacement=True, generator=generator).tolist()
+
+
 def finetune(
     model: torch.nn.Module,
     examples: list[Example],
     cfg: SFTConfig,
     generator: torch.Generator,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train `model` in place for `cfg.steps` AdamW steps; return the curve (step, lr, loss)."""
+    """Train `model` in place for `cfg.steps` AdamW steps; return the curve (step, lr, loss).
+
+    Without `weights` batches walk shuffled epochs; with them each batch is drawn in proportion to
+    the examples' weights (non-negative, one per example)."""
     if not examples:
         raise NextlabError("supervised fine-tuning got no examples")
+    if weights is not None and (len(weights) != len(examples) or min(weights) < 0 or sum(weights) <= 0):
+        raise NextlabError(f"fine-tuning weights: need {len(examples)} non-negative weights with a positive sum")
     block = model.config.block_size
     longest = max(len(e.prompt) + len(e.target) - 1 for e in examples)
     if longest > block:
@@ -95,7 +113,8 @@ def finetune(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95),
     )
-    batches = _batches(len(examples), cfg.batch_size, generator)
+    batches = (_batches(len(examples), cfg.batch_size, generator) if weights is None
+               else _weighted_batches(weights, cfg.batch_size, generator))
     curve: list[dict[str, Any]] = []
     model.train()
     bar = progress_bar(cfg.steps, "step", "fine-tuning")

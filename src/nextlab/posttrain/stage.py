@@ -36,16 +36,24 @@ import torch
 
 from nextlab.config import Study
 from nextlab.config.posttrain import Scheme, parse_scheme
+from nextlab.data.world import IDK, World
 from nextlab.errors import NextlabError
 from nextlab.generate import EOS_ID, generate
 from nextlab.io import atomic_path, json_safe, write_json
 from nextlab.model import GPT, GPTConfig
+from nextlab.posttrain.decision import (
+    belief_targets,
+    decision_examples,
+    decision_targets,
+    recalibrated_targets,
+    wrong_cost,
+)
 from nextlab.posttrain.policy_gradient import PGConfig, pg_step
 from nextlab.posttrain.rewards import reward
 from nextlab.posttrain.sft import Example, SFTConfig, finetune, mean_answer_loss
 from nextlab.progress import bar as progress_bar
 from nextlab.provenance import provenance
-from nextlab.qa.answers import greedy_answers
+from nextlab.qa.answers import candidate_columns, greedy_answers
 from nextlab.qa.codec import QACodec, answer_end
 from nextlab.qa.grading import grade, is_abstention
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
@@ -264,6 +272,9 @@ def run_posttrain(
     rng = np.random.default_rng([study.seed, seed])
     ckpt, tok, tok_hash, codec, policy, device = _start_from(study, model_name, start_ckpt, tokenizer_dir,
                                                              start_stage_of(scheme))
+    decided = (_decision_phase(study, scheme, policy, codec, pool, n_rl_pool, Path(data_dir), seed)
+               if p.decision_steps > 0 and scheme.kind in ("binary", "penalized") else _NO_DECISION)
+    # The KL anchors the policy-gradient phase to where it starts (after the decision phase, if any).
     ref = copy.deepcopy(policy).requires_grad_(False)
     prompts = [codec.prompt(q) for q in pool["question"]]
     golds = pool["answer"].tolist()
@@ -314,7 +325,7 @@ def run_posttrain(
     # What the steps computed, and apart from it how long each took (it differs run to run).
     _write_csv(out / "steps.csv", [{k: v for k, v in row.items() if k != "seconds"} for row in steps])
     _write_csv(out / "timing.csv", [{"step": row["step"], "seconds": row["seconds"]} for row in steps])
-    metrics = summarize_steps(steps) | {"steps": p.steps}
+    metrics = summarize_steps(steps) | {"steps": p.steps} | decided
     timing = {"seconds": seconds, "seconds_per_step": float(np.mean([row["seconds"] for row in steps]))}
     if metrics["collapsed_to_abstain"]:
         log.warning("%s seed %d collapsed to abstaining: final abstain rate %.2f (>= %.2f)", scheme.name, seed,
@@ -323,6 +334,61 @@ def run_posttrain(
     write_json(out / "timing.json", timing)
     write_json(out / "provenance.json", provenance(p, seed, tok_hash))
     return metrics | timing
+
+
+# Every scheme's metrics carry the same keys; these where the phase did not run.
+_NO_DECISION: dict[str, Any] = {"decision_steps": 0, "decision_questions": 0, "decision_answer_targets": 0,
+                                "decision_abstain_targets": 0, "decision_guess_accuracy": math.nan,
+                                "decision_abstain_draw_share": math.nan,
+                                "decision_final_loss": math.nan}
+
+
+def _decision_phase(study: Study, scheme: Scheme, policy: GPT, codec: QACodec, pool: pd.DataFrame, n_rl_pool: int,
+                    data_dir: Path, seed: int) -> dict[str, Any]:
+    """Fine-tune `policy` in place on the answer-or-abstain targets of the RL pool's questions
+    (`nextlab.posttrain.decision`), with the fine-tune split's SFT examples as `finetune_share` of
+    the draws; return the phase's figures."""
+    p = study.posttrain
+    rl, ft = pool.iloc[:n_rl_pool], pool.iloc[n_rl_pool:]
+    world = World.load(data_dir / "world.json")
+    golds = rl["answer"].tolist()
+    guesses = candidate_columns(policy, codec, rl["question"].tolist(), rl["attribute"].tolist(), golds, golds,
+                                world.vocabularies)
+    right = guesses["guess_correct"].to_numpy(bool)
+    if p.decision_targets == "belief":
+        targets, all_weights = belief_targets(guesses["guess"].tolist(), guesses["guess_confidence"].tolist(),
+                                              wrong_cost(scheme))
+    elif p.decision_targets == "recalibrated":
+        targets, all_weights = recalibrated_targets(guesses["guess"].tolist(), guesses["guess_confidence"].tolist(),
+                                                    right.tolist(), wrong_cost(scheme))
+    else:
+        targets, all_weights = decision_targets(guesses["guess"].tolist(), right.tolist(), wrong_cost(scheme))
+    abstains = np.array([t == IDK for t in targets])
+    examples, weights = decision_examples([codec.prompt(q) for q in rl["question"]],
+                                          [codec.answer(t) for t in targets], all_weights)
+    abstain_weight = sum(w for w, a in zip(all_weights, abstains) if a)
+    if not examples:  # binary on a model that gets nothing right: no action beats another
+        log.warning("%s: the answer-or-abstain phase has no target with a positive weight; skipped", scheme.name)
+        return _NO_DECISION
+    # The RL pool's targets carry 1 - finetune_share of the draws, the fine-tune split the rest.
+    anchor = sft_examples(codec, ft)
+    share = p.finetune_share if anchor else 0.0
+    total = sum(weights)
+    draw = [w / total * (1.0 - share) for w in weights] + [share / max(len(anchor), 1)] * len(anchor)
+    cfg = SFTConfig(steps=p.decision_steps, batch_size=study.sft.batch_size, lr=p.decision_lr,
+                    warmup_steps=min(study.sft.warmup_steps, p.decision_steps), weight_decay=0.0,
+                    grad_clip=p.grad_clip)
+    curve = finetune(policy, examples + anchor, cfg, torch.Generator().manual_seed(seed + 17), weights=draw)
+    tail = curve[-min(FINAL_WINDOW, len(curve)):]
+    return {
+        "decision_steps": p.decision_steps,
+        "decision_questions": len(rl),
+        "decision_answer_targets": int((~abstains).sum()),
+        "decision_abstain_targets": int(abstains.sum()),
+        "decision_guess_accuracy": float(right.mean()),
+        "decision_abstain_draw_share": float(abstain_weight / total * (1.0 - share)),
+        "decision_final_loss": float(np.mean([r["loss"] for r in tail])),
+    }
 
 
 def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
