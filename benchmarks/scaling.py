@@ -3,7 +3,7 @@ of training against the model's size.
 
     python benchmarks/scaling.py                              # worlds of 400, 800, 1600, 3200 people
     python benchmarks/scaling.py --people 400 800 --out /tmp/scaling
-    python benchmarks/scaling.py --figure docs/figures/scaling.png
+    python benchmarks/scaling.py --figure /tmp/scaling.png
 
 Each world runs the stages one after another through their real commands (`nextlab data`, ...,
 `nextlab evaluate`), in a temporary folder, from `params/default.yaml` with `data.n_people` (and
