@@ -1,4 +1,4 @@
-"""The library's subpackages follow the data flow with no back edges (ARCHITECTURE.md): a stage
+"""The library's subpackages follow the data flow with no back edges (docs/architecture.md): a stage
 imports only the ones before it, so each can be used and tested without the later ones."""
 
 import ast

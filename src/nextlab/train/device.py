@@ -1,7 +1,8 @@
 """Where and in which precision a model runs, and how fast that device can go.
 
-`auto` picks CUDA when present (bf16 autocast, TF32 matmuls) and otherwise the CPU in fp32: bf16
-matmuls are 55-245x slower than fp32 on the 2-core CPU this project was sized on (ARCHITECTURE.md).
+`auto` picks CUDA when present (bf16 autocast, TF32 matmuls) and otherwise the CPU in fp32 (see
+docs/architecture.md, "Compute"): on a CPU, bf16 is a factor of the nondeterminism study, not a
+training dtype, since on CPUs without native bf16 its matmuls measured far slower than fp32.
 With `cpu` no CUDA function is touched at all; with `auto` only `torch.cuda.is_available()`.
 
 >>> resolve_device("cpu")
