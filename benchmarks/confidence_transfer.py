@@ -23,20 +23,20 @@ import pandas as pd
 import torch
 
 from nextlab.config import load_study
-from nextlab.posttrain.stage import _start_from
+from nextlab.evaluate.bootstrap import interval
+from nextlab.evaluate.summary import auroc_stat
 from nextlab.qa.answers import greedy_answers
+from nextlab.qa.codec import QACodec
 from nextlab.qa.inputs import read_qa, require_split
-from nextlab.qa.metrics import auroc
+from nextlab.tokenizer import load_tokenizer
+from nextlab.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def auroc_ci(conf: np.ndarray, right: np.ndarray, resamples: int = 1000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the AUROC over answers (fixed seed: same figures every run)."""
-    rng = np.random.default_rng(0)
-    draws = [rng.integers(0, len(right), len(right)) for _ in range(resamples)]
-    values = [auroc(conf[i], right[i]) for i in draws if 0 < right[i].sum() < len(i)]
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+def auroc_interval(conf: np.ndarray, right: np.ndarray) -> tuple[float, float, float]:
+    """AUROC and its 95% bootstrap interval over answers, as the evaluation computes them."""
+    return interval(auroc_stat(np.ones((1, len(right))), conf[None], right[None].astype(float)), 1, len(right))
 
 
 def taught_confidence(sft_answers: pd.DataFrame) -> np.ndarray:
@@ -46,7 +46,7 @@ def taught_confidence(sft_answers: pd.DataFrame) -> np.ndarray:
     return np.where(sft_answers["grade"].to_numpy() == "abstain", 0.0, prob)
 
 
-def summarise(answers: pd.DataFrame, taught: np.ndarray) -> dict[str, float]:
+def summarise(answers: pd.DataFrame, taught: np.ndarray) -> dict[str, object]:
     """Over the confidence-SFT model's attempted answers: AUROC of its stated confidence and of its
     answer probability, and the gap between the stated value and the value taught for the question."""
     mask = (answers["grade"] != "abstain").to_numpy()
@@ -56,8 +56,7 @@ def summarise(answers: pd.DataFrame, taught: np.ndarray) -> dict[str, float]:
     prob = tried["confidence"].to_numpy()
     return {
         "attempted": len(tried), "right": float(right.mean()),
-        "stated_auroc": auroc(stated, right), "stated_ci": auroc_ci(stated, right),
-        "prob_auroc": auroc(prob, right), "prob_ci": auroc_ci(prob, right),
+        "stated_auroc": auroc_interval(stated, right), "prob_auroc": auroc_interval(prob, right),
         "stated_vs_taught_mae": float(np.abs(stated - taught).mean()),
         "stated_vs_taught_corr": float(np.corrcoef(stated, taught)[0, 1]) if stated.std() and taught.std() else float("nan"),
     }
@@ -79,8 +78,9 @@ def main() -> None:
     qa = read_qa(qa_path)
     models = results / "models" / model_name
     ckpt = models / "sft_confidence" / "ckpt.pt"
-    _, _, _, codec, model, _ = _start_from(study, model_name, ckpt, results / "tokenizer", "sft_confidence")
-    _, _, _, _, sft_model, _ = _start_from(study, model_name, models / "sft" / "ckpt.pt", results / "tokenizer", "sft")
+    codec = QACodec(load_tokenizer(results / "tokenizer" / "tokenizer.json"))
+    model, _ = load_checkpoint(ckpt)
+    sft_model, _ = load_checkpoint(models / "sft" / "ckpt.pt")
     print(f"confidence-SFT model {ckpt}")
     print("| questions | people | attempted | right | stated-confidence AUROC | answer-probability AUROC "
           "| stated vs taught: mean abs. gap, correlation |\n|---|---:|---:|---:|---|---|---|")
@@ -89,10 +89,10 @@ def main() -> None:
         ask = (rows["question"].tolist(), rows["answer"].tolist(), study.posttrain.max_answer_tokens)
         answers = greedy_answers(model, codec, *ask)
         s = summarise(answers, taught_confidence(greedy_answers(sft_model, codec, *ask)))
-        print(f"| {label} | {rows['person_id'].nunique()} | {s['attempted']} | {s['right']:.2f} "
-              f"| {s['stated_auroc']:.2f} [{s['stated_ci'][0]:.2f}, {s['stated_ci'][1]:.2f}] "
-              f"| {s['prob_auroc']:.2f} [{s['prob_ci'][0]:.2f}, {s['prob_ci'][1]:.2f}] "
-              f"| {s['stated_vs_taught_mae']:.3f}, {s['stated_vs_taught_corr']:.2f} |")
+        cells = [label, str(rows["person_id"].nunique()), str(s["attempted"]), f"{s['right']:.2f}",
+                 "{:.2f} [{:.2f}, {:.2f}]".format(*s["stated_auroc"]), "{:.2f} [{:.2f}, {:.2f}]".format(*s["prob_auroc"]),
+                 f"{s['stated_vs_taught_mae']:.3f}, {s['stated_vs_taught_corr']:.2f}"]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -58,12 +58,16 @@ def main() -> None:
     study = load_study(args.params)
     study = study.model_copy(update={"tracking": study.tracking.model_copy(update={"enabled": False})})
     model = args.model or next(iter(study.models))
-    job = lambda *sections, **kw: json.dumps(job_sections(study, *sections, **kw), sort_keys=True)  # noqa: E731
+
+    def job(*sections: str, **kw) -> str:
+        """The `--job` JSON the workflow passes to the stage (`workflow/rules/common.smk`)."""
+        return json.dumps(job_sections(study, *sections, **kw), sort_keys=True)
+
     env = fingerprint(torch.device("cpu"), torch.float32)
     print(f"CPU: {env.get('cpu_model')} ({' '.join(env.get('cpu_flags', []))}); threads {args.threads}")
 
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.load else None
-    results: list[tuple[str, list[str]]] = []
+    results: list[tuple[str, list[tuple[str, str]]]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="nextlab-repeat-") as tmp:
             root = Path(tmp)

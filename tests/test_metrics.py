@@ -152,7 +152,7 @@ def test_bootstrap_across_seeds_widens_with_seed_spread():
 
 def test_count_matrix_statistics_equal_the_plain_metrics():
     """A replicate's counts reproduce the metric computed on the resampled list of questions."""
-    from nextlab.evaluate.summary import _auroc_stat, _ece_stat
+    from nextlab.evaluate.summary import _ece_stat, auroc_stat
 
     rng = np.random.default_rng(5)
     n = 60
@@ -165,7 +165,7 @@ def test_count_matrix_statistics_equal_the_plain_metrics():
     c, yy = conf[0, keep], y[0, keep]
     assert _ece_stat(w, conf, y, 10)(C)[0, 0] == pytest.approx(M.ece(c, yy, 10))
     assert _ece_stat(w, conf, y, 10, worst=True)(C)[0, 0] == pytest.approx(M.mce(c, yy, 10))
-    assert _auroc_stat(w, conf, y)(C)[0, 0] == pytest.approx(M.auroc(c, yy))
+    assert auroc_stat(w, conf, y)(C)[0, 0] == pytest.approx(M.auroc(c, yy))
     assert weighted_mean(C, w, (conf - y) ** 2)[0, 0] == pytest.approx(M.brier(c, yy))
 
 

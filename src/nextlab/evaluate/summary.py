@@ -123,7 +123,7 @@ def _ece_stat(w: np.ndarray, conf: np.ndarray, y: np.ndarray, n_bins: int, worst
     return stat
 
 
-def _auroc_stat(w: np.ndarray, conf: np.ndarray, y: np.ndarray):
+def auroc_stat(w: np.ndarray, conf: np.ndarray, y: np.ndarray):
     """AUROC with the counts as multiplicities: sum over (correct i, wrong j) of
     m_i m_j [c_i > c_j] (+1/2 for ties), over (sum m_i)(sum m_j)."""
     parts = []
@@ -204,7 +204,7 @@ def scheme_metrics(
         y = a.correct
         put(f"{prefix}ece", lambda cols: _ece_stat(usable[:, cols], c[:, cols], y[:, cols], bins))
         put(f"{prefix}brier", mean_of(usable, (c - y) ** 2))
-        put(f"{prefix}auroc", lambda cols: _auroc_stat(usable[:, cols], c[:, cols], y[:, cols]))
+        put(f"{prefix}auroc", lambda cols: auroc_stat(usable[:, cols], c[:, cols], y[:, cols]))
         if full:
             clipped = np.clip(c, M.NLL_EPS, 1 - M.NLL_EPS)
             put(f"{prefix}nll", mean_of(usable, -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))))
