@@ -134,6 +134,8 @@ CASES = [
          params=_set("batch_sizes: [1, 2, 4]", "batch_sizes: [1, 2, 4]\n  repeat_job: bfloat16/sdpa/threads1")),
     Case("nd-target-share", "cli", "nondeterminism.target_share",
          params=_set("batch_sizes: [1, 2, 4]", "batch_sizes: [1, 2, 4]\n  target_share: 0")),
+    Case("mech-greedy-cut", "cli", "strategy 'g': greedy decoding (temperature 0) takes no top_k or top_p",
+         params=_set("    - {name: greedy, temperature: 0}", "    - {name: g, temperature: 0, top_k: 3}")),
     Case("model-name", "cli", "model name 'ti ny'", params=_set("  tiny: {", "  'ti ny': {")),
     Case("study-name", "cli", "study: got 'my study'", params=_set("study: smoke", "study: my study")),
     Case("too-few-people", "cli", "n_people=4 is too few", params=_set("n_people: 40", "n_people: 4")),

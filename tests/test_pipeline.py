@@ -29,7 +29,9 @@ def test_outputs_exist(project):
                  "models/tiny/pretrain/facts.csv", "models/tiny/sft/ckpt.pt", "models/tiny/sft_confidence/ckpt.pt",
                  "models/tiny/posttrain/binary/seed1/ckpt.pt", "models/tiny/posttrain/penalized-0.75/seed1/steps.csv",
                  "evaluate/tiny/none/seed0/answers.parquet", "evaluate/tiny/summary/metrics.json",
-                 "nondeterminism/tiny/float32/sdpa/threads1/logits.parquet", "nondeterminism/tiny/summary/metrics.json"):
+                 "nondeterminism/tiny/float32/sdpa/threads1/logits.parquet", "nondeterminism/tiny/summary/metrics.json",
+                 "mechanisms/tiny/ablation.parquet", "mechanisms/tiny/heads.parquet",
+                 "mechanisms/tiny/decoding_qa.parquet", "mechanisms/tiny/decoding_bio.parquet"):
         assert (results / name).stat().st_size > 0, name
     for name in ("report.html", "findings.json", "headline.json"):
         assert (project["path"] / "reports" / "smoke" / name).stat().st_size > 0, name
@@ -53,7 +55,8 @@ def test_mlflow_runs_are_grouped_and_tagged(project):
     parent = by_stage["pipeline"][0]
     assert parent.info.status == "FINISHED"
     children = [r for r in runs if r.info.run_id != parent.info.run_id]
-    assert {"data", "tokenize", "train", "sft", "posttrain", "evaluate", "nondeterminism", "report"} <= set(by_stage)
+    assert {"data", "tokenize", "train", "sft", "posttrain", "evaluate", "nondeterminism", "mechanisms",
+            "report"} <= set(by_stage)
     data_hash = json.loads((project["path"] / "results/smoke/data/stats.json").read_text())["data_hash"]
     for child in children:
         tags = child.data.tags

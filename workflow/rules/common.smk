@@ -22,12 +22,13 @@ RESULTS = f"results/{P.study}"
 LOGS = f"logs/{P.study}"
 ALL = []  # each stage's file extends it with its final targets
 # The stages that need the synthetic world (its people, facts and questions).
-WORLD_STAGES = ["posttrain", "evaluate"]
+WORLD_STAGES = ["posttrain", "evaluate", "mechanisms"]
 STAGES = [
     stage
-    for stage in ["data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "report"]
+    for stage in ["data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "mechanisms", "report"]
     if os.path.exists(os.path.join(workflow.basedir, "workflow", "rules", f"{stage}.smk"))
     and (P.data.synthetic or stage not in WORLD_STAGES)
+    and (stage != "mechanisms" or P.mechanisms.enabled)
 ]
 if not P.data.synthetic:
     print(

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from nextlab.config.base import Section
 from nextlab.config.data import ATTRIBUTES, PEOPLE_SPLITS, DataParams, UserCorpus
+from nextlab.config.mechanisms import MechanismsParams
 from nextlab.config.nondeterminism import NondeterminismParams
 from nextlab.config.posttrain import EvaluateParams, PosttrainParams, SFTParams
 from nextlab.config.tokenizer import SPECIAL_TOKENS, TokenizerParams
@@ -61,6 +62,7 @@ class Study(Section):
     posttrain: PosttrainParams = PosttrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     nondeterminism: NondeterminismParams = NondeterminismParams()
+    mechanisms: MechanismsParams = MechanismsParams()
     tracking: TrackingParams = TrackingParams()
 
     @field_validator("models")

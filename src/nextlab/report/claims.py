@@ -85,6 +85,42 @@ CLAIMS = [
         "the standard kernels and with a batch-invariant mode; each completion is compared with the "
         "one decoded alone.",
     ),
+    Claim(
+        "storage",
+        "MLPs store facts; attention moves them",
+        "mechanisms",
+        "A transformer's two kinds of layer do different work. The feed-forward (MLP) layers hold "
+        "associations learned in training, such as which city goes with which person; attention "
+        "heads carry information between positions, such as the name in a question to the place "
+        "where the answer is produced. Removing an MLP should therefore cost facts more than "
+        "removing one head.",
+        "On the pretrained model, each layer's MLP and each attention head is ablated in turn (its "
+        "output replaced by its mean over real tokens). Fact recall on held-out biographies "
+        "(greedy next tokens reproduce a value) and the loss on all other tokens are measured "
+        "against the intact model, with paired bootstrap intervals.",
+    ),
+    Claim(
+        "heads",
+        "Attention heads specialise",
+        "mechanisms",
+        "Different heads learn different jobs: some look at the previous token, some at the start of "
+        "the text, some at the entity the text is about.",
+        "At the position where a question's answer is produced, each head's attention is split by "
+        "the role of the positions it lands on (the subject's name, the word naming the attribute, "
+        "the previous token, the first token, itself, the rest) and compared with uniform attention.",
+    ),
+    Claim(
+        "decoding",
+        "Decoding trades accuracy for diversity",
+        "mechanisms",
+        "How the next token is chosen from the model's distribution matters as much as the "
+        "distribution: always taking the most likely token is repetitive but safe; sampling, more so "
+        "at higher temperature, varies the text and lets unlikely, often wrong tokens through.",
+        "The fine-tuned model answers the evaluation questions, and the pretrained model writes "
+        "biographies from a person's name, under greedy decoding, sampling at several temperatures, "
+        "top-k and top-p. Answers are graded; biographies are scored for distinct bigrams and for "
+        "the share of stated facts that are right.",
+    ),
 ]
 
 CLAIM_IDS = [c.id for c in CLAIMS]

@@ -31,7 +31,7 @@ from nextlab.report.stats import Finding
 if TYPE_CHECKING:
     from nextlab.report.tables import Tables
 
-STAGES = ("data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism")
+STAGES = ("data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "mechanisms")
 FACTORS = ("model", "scheme", "seed")
 
 

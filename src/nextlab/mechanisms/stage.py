@@ -1,0 +1,195 @@
+"""The mechanisms stage: one job per model, three experiments on its trained weights.
+
+Job outputs in `out_dir` (results/<study>/mechanisms/<model>/):
+
+| file | content |
+|---|---|
+| `ablation.parquet` | per component (`none` = the clean model, `mlp.<l>`, `head.<l>.<h>`) x fact bucket (`all`, each mention count): recall and its change, the loss on non-fact tokens and its change, each change with a paired 95% bootstrap interval |
+| `heads.parquet` | per layer x head x role: the answer position's attention share with a 95% interval, chance, whether it is the head's largest |
+| `decoding_qa.parquet` | per strategy x sample x evaluation question: the answer and its grade |
+| `decoding_bio.parquet` | per strategy x evaluation person: the generated biography, its repetition, the values it states and how many are right |
+| `metrics.json`, `provenance.json` | flat headline metrics; code version, params hash, data and tokenizer hashes, the checkpoints |
+
+The ablations and head roles use the pretrained model (what pretraining stored, before any
+fine-tuning); the questions are answered by the fine-tuned model, which knows the QA format and
+abstention. Every check on params and inputs runs before a model is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nextlab.config import Study
+from nextlab.config.mechanisms import TABLES
+from nextlab.data.stage import read_jsonl
+from nextlab.data.world import World
+from nextlab.errors import NextlabError
+from nextlab.io import atomic_path, require_file, write_json
+from nextlab.mechanisms.ablation import build_facts, run_ablations
+from nextlab.mechanisms.decoding import distinct_n, repetition, sample, stated_values
+from nextlab.mechanisms.heads import ATTRIBUTE_WORDS, ROLES, head_table, prompt_roles, query_attention, role_shares
+from nextlab.provenance import data_hash_of, provenance
+from nextlab.qa.codec import QACodec
+from nextlab.qa.grading import grade
+from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
+from nextlab.tokenizer import BOS_ID
+from nextlab.train.checkpoint import load_checkpoint
+from nextlab.train.device import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def _subset(items: list[Any], n: int, seed: int) -> list[Any]:
+    """n items drawn without replacement, in their original order (all of them if fewer)."""
+    if len(items) <= n:
+        return list(items)
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), n, replace=False))
+    return [items[i] for i in keep]
+
+
+def head_prompts(qa: pd.DataFrame, codec: QACodec, n: int, seed: int, block_size: int) -> tuple[list, list]:
+    """Evaluation-split questions about seen people: their prompts and each position's role."""
+    rows = qa[(qa["split"] == "eval") & qa["seen"]].to_dict("records")
+    prompts, role_lists = [], []
+    for row in _subset(rows, n, seed):
+        question = row["question"]
+        enc = codec.tokenizer.encode(question, add_special_tokens=False)
+        prompt = codec.prompt(question)
+        if len(prompt) > block_size:
+            continue
+        start = question.index(row["name"])
+        word = ATTRIBUTE_WORDS.get(row["attribute"])
+        at = question.find(word) if word else -1
+        attribute = (at, at + len(word)) if at >= 0 else None
+        prompts.append(prompt)
+        role_lists.append(prompt_roles(list(enc.offsets), (start, start + len(row["name"])), attribute))
+    return prompts, role_lists
+
+
+def decode_questions(model: Any, codec: QACodec, qa: pd.DataFrame, study: Study) -> pd.DataFrame:
+    p = study.mechanisms
+    rows = qa[qa["split"] == "eval"].reset_index(drop=True)
+    prompts = [codec.prompt(q) for q in rows["question"]]
+    out = []
+    for s, strategy in enumerate(p.strategies):
+        for k in range(1 if strategy.temperature == 0 else p.qa_samples):
+            completions = sample(model, prompts, strategy, study.evaluate.max_answer_tokens,
+                                 seed=study.seed * 1000 + 17 * s + k)
+            for row, tokens in zip(rows.itertuples(index=False), completions):
+                decoded = codec.decode(tokens)
+                out.append({"strategy": strategy.name, "sample": k, "question_id": row.question_id,
+                            "mentions": int(row.mentions), "seen": bool(row.seen), "answer": decoded.answer,
+                            "grade": grade(decoded.answer, row.answer) if decoded.finished else "wrong"})
+    return pd.DataFrame(out)
+
+
+def decode_biographies(model: Any, tokenizer: Any, world: World, study: Study) -> pd.DataFrame:
+    p = study.mechanisms
+    people = _subset([q for q in world.people if q.split == "eval" and q.seen], p.bio_people, study.seed)
+    prompts = [[BOS_ID, *tokenizer.encode(q.name, add_special_tokens=False).ids] for q in people]
+    out = []
+    for s, strategy in enumerate(p.strategies):
+        completions = sample(model, prompts, strategy, p.bio_tokens, seed=study.seed * 1000 + 17 * s + 500)
+        for person, tokens in zip(people, completions):
+            text = person.name + tokenizer.decode(tokens, skip_special_tokens=True)
+            stated = stated_values(text, world.vocabularies)
+            right = sum(person.attributes.get(a) == v for a, v in stated.items())
+            out.append({"strategy": strategy.name, "person_id": person.person_id, "mentions": person.mentions,
+                        "text": text, "new_tokens": len(tokens), "repetition4": repetition(text, 4),
+                        "stated": len(stated), "right": int(right), "attributes": len(person.attributes)})
+    return pd.DataFrame(out)
+
+
+def decoding_metrics(qa_rows: pd.DataFrame, bio_rows: pd.DataFrame) -> dict[str, float]:
+    """Per strategy: QA accuracy (seen people), hallucination (wrong answers, all questions; and on
+    never-seen names), abstention; the biographies' distinct-2, repetition and factual precision."""
+    out: dict[str, float] = {}
+    for name, g in qa_rows.groupby("strategy", sort=False):
+        seen, unseen = g[g["seen"]], g[~g["seen"]]
+        out[f"qa_acc_{name}"] = float((seen["grade"] == "correct").mean()) if len(seen) else float("nan")
+        out[f"qa_halluc_{name}"] = float((g["grade"] == "wrong").mean())
+        out[f"qa_abstain_{name}"] = float((g["grade"] == "abstain").mean())
+        if len(unseen):
+            out[f"qa_halluc_unseen_{name}"] = float((unseen["grade"] == "wrong").mean())
+    for name, g in bio_rows.groupby("strategy", sort=False):
+        out[f"bio_distinct2_{name}"] = distinct_n(g["text"].tolist(), 2)
+        out[f"bio_repetition4_{name}"] = float(g["repetition4"].mean())
+        stated = int(g["stated"].sum())
+        out[f"bio_precision_{name}"] = float(g["right"].sum() / stated) if stated else float("nan")
+        out[f"bio_stated_{name}"] = float(g["stated"].mean())
+    return {k: v for k, v in out.items() if v == v}
+
+
+def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: str | Path, data_dir: str | Path,
+            tokenizer_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    p = study.mechanisms
+    if not study.data.synthetic:
+        raise NextlabError("the mechanisms stage needs the synthetic world (data.user_corpus.mode is 'replace')")
+    data_dir = Path(data_dir)
+    data_hash = data_hash_of(data_dir)
+    tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
+    codec = QACodec(tok)
+    qa_path = data_dir / "qa.parquet"
+    qa = read_qa(qa_path)
+    require_split(qa, "eval", qa_path)
+    world = World.load(require_file(data_dir / "world.json", "world"))
+    val = read_jsonl(require_file(data_dir / "corpus" / "val.jsonl", "held-out corpus"))
+    mentions = {q.person_id: q.mentions for q in world.people if q.seen}
+    bios = _subset([d for d in val if d.get("kind") == "bio" and d.get("person") in mentions], p.bios, study.seed)
+    if not bios:
+        raise NextlabError(f"{data_dir / 'corpus' / 'val.jsonl'}: no held-out biographies of seen people to ablate on")
+    block_size = study.models[model_name].block_size
+    prompts, role_lists = head_prompts(qa, codec, p.questions, study.seed, block_size)
+    if not prompts:
+        raise NextlabError(f"{qa_path}: no evaluation question about a seen person fits block_size {block_size}")
+    for path, stage in ((pretrain_ckpt, "pretrain"), (sft_ckpt, "sft")):
+        checked_checkpoint(path, study, model_name, tok_hash, tok.get_vocab_size(), stage=stage)
+
+    device = resolve_device(study.train.device)
+    start = time.perf_counter()
+    pretrained, _ = load_checkpoint(pretrain_ckpt, device)
+    facts = build_facts(tok, bios, mentions, block_size)
+    ablation = pd.DataFrame(run_ablations(pretrained, facts, p.ablation, p.bootstrap_samples, study.seed))
+    shares, chance = role_shares(query_attention(pretrained, prompts), role_lists)
+    heads = pd.DataFrame(head_table(shares, chance, p.bootstrap_samples, study.seed))
+    bio_rows = decode_biographies(pretrained, tok, world, study)
+    del pretrained
+    tuned, _ = load_checkpoint(sft_ckpt, device)
+    qa_rows = decode_questions(tuned, codec, qa, study)
+    seconds = time.perf_counter() - start
+
+    tables = {"ablation": ablation, "heads": heads, "decoding_qa": qa_rows, "decoding_bio": bio_rows}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            tables[name].assign(model=model_name).to_parquet(tmp, index=False)
+    metrics = job_metrics(ablation, heads) | decoding_metrics(qa_rows, bio_rows)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "timing.json", {"seconds": seconds})
+    write_json(out / "provenance.json", {**provenance(p, study.seed, data_hash), "tokenizer_hash": tok_hash,
+                                         "checkpoints": [str(pretrain_ckpt), str(sft_ckpt)]})
+    log.info("mechanisms %s: %.1f s; %d facts over %d components, %d head prompts, %d strategies", model_name,
+             seconds, len(facts.fact_doc), ablation["component"].nunique() - 1, len(prompts), len(p.strategies))
+    return metrics
+
+
+def job_metrics(ablation: pd.DataFrame, heads: pd.DataFrame) -> dict[str, float]:
+    """Recall with nothing ablated, each component's change in recall (all facts) and in the other
+    tokens' loss, and how many heads have each role as their largest."""
+    every = ablation[ablation["facts"] == "all"]
+    out = {"ablation_recall_clean": float(every[every["component"] == "none"]["recall"].iloc[0])}
+    for row in every[every["component"] != "none"].itertuples(index=False):
+        out[f"ablation_recall_delta_{row.component}"] = float(row.recall_delta)
+        out[f"ablation_other_loss_delta_{row.component}"] = float(row.other_loss_delta)
+    top = heads[heads["top"]]
+    for role in ROLES:
+        out[f"heads_top_{role}"] = float((top["role"] == role).sum())
+    return out
+

@@ -1,0 +1,243 @@
+"""Figures of the mechanisms stage: ablations, head roles and decoding strategies, one model each,
+drawn from the job's tables under `mechanisms/<model>/`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nextlab.report.registry import Drawn, Need, figure
+from nextlab.report.stats import Finding, compare, proportion
+from nextlab.report.style import COLORS, OUTCOME_COLORS, new_figure
+
+JOB = "mechanisms/{model}"
+ABLATION = ("component", "kind", "layer", "head", "facts", "n_facts", "recall", "recall_delta", "recall_delta_lo",
+            "recall_delta_hi", "other_loss", "other_loss_delta", "other_loss_delta_lo", "other_loss_delta_hi")
+HEADS = ("layer", "head", "role", "share", "share_lo", "share_hi", "chance", "prompts", "top")
+DECODING_QA = ("strategy", "sample", "question_id", "seen", "grade")
+DECODING_BIO = ("strategy", "person_id", "text", "stated", "right", "repetition4")
+# A head specialises in a role when at least this share of its attention goes there, resolved
+# above what uniform attention would give it.
+SPECIALIST_SHARE = 0.5
+
+
+def _delta(row, what: str, label: str, key: str) -> Finding:
+    return Finding(key, label, float(row[what]), float(row[f"{what}_lo"]), float(row[f"{what}_hi"]),
+                   int(row["n_facts"]) if what == "recall_delta" else None)
+
+
+@figure(
+    "mechanisms-ablation",
+    stage="mechanisms",
+    claim="storage",
+    per=("model",),
+    title="What recall depends on: each MLP and attention head ablated in turn",
+    caption="Change in fact recall (top; held-out biographies, all seen facts, teacher forced) and in the "
+    "loss on every other token (bottom) when one component's output is replaced by its mean over real "
+    "tokens (params mechanisms.ablation), against the intact pretrained model. Bars: paired 95% bootstrap "
+    "intervals over facts (top) and documents (bottom).",
+    needs=[Need(f"{JOB}/ablation.parquet", ABLATION)],
+    world=True,
+)
+def ablation(tables, model: str) -> Drawn:
+    table = tables.parquet(f"{JOB.format(model=model)}/ablation.parquet", ABLATION)
+    every = table[(table["facts"] == "all") & (table["component"] != "none")].reset_index(drop=True)
+    clean = table[(table["facts"] == "all") & (table["component"] == "none")]
+    fig, axes = new_figure(nrows=2, sharex=True)
+    top, bottom = axes[:, 0]
+    x = np.arange(len(every))
+    colors = [COLORS[0] if kind == "mlp" else COLORS[1] for kind in every["kind"]]
+    for ax, what, label in ((top, "recall_delta", "Δ recall (share of facts)"),
+                            (bottom, "other_loss_delta", "Δ loss, other tokens (nats)")):
+        values = every[what].to_numpy(float)
+        err = np.clip([values - every[f"{what}_lo"].to_numpy(float), every[f"{what}_hi"].to_numpy(float) - values],
+                      0, None)
+        ax.bar(x, values, color=colors, yerr=err, capsize=2)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y")
+    bottom.set_xticks(x, every["component"].tolist(), rotation=90, fontsize=7)
+    top.set_title("blue: MLP, orange: attention head")
+
+    findings: list[Finding] = []
+    verdict = None
+    if len(clean) and len(every):
+        base = clean.iloc[0]
+        findings.append(proportion(f"mechanisms.{model}.recall_clean", "recall, nothing ablated",
+                                   int(round(base["recall"] * base["n_facts"])), int(base["n_facts"])))
+        mlps, heads = every[every["kind"] == "mlp"], every[every["kind"] == "head"]
+        if len(mlps) and len(heads):
+            worst_mlp = mlps.loc[mlps["recall_delta"].idxmin()]
+            worst_head = heads.loc[heads["recall_delta"].idxmin()]
+            m = _delta(worst_mlp, "recall_delta", f"Δ recall, {worst_mlp['component']} ablated",
+                       f"mechanisms.{model}.recall_delta_worst_mlp")
+            h = _delta(worst_head, "recall_delta", f"Δ recall, {worst_head['component']} ablated",
+                       f"mechanisms.{model}.recall_delta_worst_head")
+            findings += [m, h,
+                         _delta(worst_mlp, "other_loss_delta", f"Δ other-token loss, {worst_mlp['component']} ablated",
+                                f"mechanisms.{model}.other_loss_delta_worst_mlp"),
+                         _delta(worst_head, "other_loss_delta",
+                                f"Δ other-token loss, {worst_head['component']} ablated",
+                                f"mechanisms.{model}.other_loss_delta_worst_head")]
+            c = compare(m, h)
+            if c.resolved and c.higher is h:
+                verdict = (f"Supported: removing {worst_mlp['component']} costs more recall ({m.value:+.3f}) than "
+                           f"removing any single head (at most {h.value:+.3f}, {worst_head['component']}); "
+                           "95% intervals do not overlap.")
+            elif c.resolved:
+                verdict = (f"Contradicted at this scale: removing head {worst_head['component']} costs more recall "
+                           f"({h.value:+.3f}) than removing any MLP (at most {m.value:+.3f}); 95% intervals do not "
+                           "overlap.")
+            else:
+                verdict = f"Not resolved: the costliest MLP and head ablations are not told apart ({c.reason})."
+    return Drawn(fig, data=every.drop(columns=["facts"]), findings=findings, verdict=verdict)
+
+
+@figure(
+    "mechanisms-heads",
+    stage="mechanisms",
+    claim="heads",
+    per=("model",),
+    title="Where each head looks from the answer position",
+    caption="Attention weight from a question's `<|answer|>` position (where the first answer token is "
+    "predicted) on each role's positions, averaged over evaluation questions about seen people, per layer "
+    "and head of the pretrained model. Roles: the subject's name, the word naming the attribute, the token "
+    "just before, the first (bos) token, the position itself, the rest. The number in a cell is the share; "
+    "uniform attention would give the role the share in the last row.",
+    needs=[Need(f"{JOB}/heads.parquet", HEADS)],
+    world=True,
+)
+def heads(tables, model: str) -> Drawn:
+    from nextlab.mechanisms.heads import ROLES
+
+    table = tables.parquet(f"{JOB.format(model=model)}/heads.parquet", HEADS)
+    grid = table.pivot_table(index=["layer", "head"], columns="role", values="share").reindex(columns=list(ROLES))
+    chance = table.groupby("role")["chance"].first().reindex(list(ROLES))
+    fig, ax = new_figure()
+    shown = np.vstack([grid.to_numpy(float), chance.to_numpy(float)[None]])
+    image = ax.imshow(shown, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    for (r, c), value in np.ndenumerate(shown):
+        ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                color="white" if value < 0.6 else "black")
+    ax.set_xticks(range(len(ROLES)), ROLES)
+    ax.set_yticks(range(len(shown)), [f"L{layer} H{head}" for layer, head in grid.index] + ["chance"])
+    fig.colorbar(image, ax=ax, label="attention share")
+
+    findings: list[Finding] = []
+    specialists: dict[str, str] = {}
+    for row in table[table["top"]].itertuples(index=False):
+        f = Finding(f"mechanisms.{model}.head_L{row.layer}H{row.head}_{row.role}",
+                    f"L{row.layer} H{row.head} attention on {row.role}", float(row.share), float(row.share_lo),
+                    float(row.share_hi), int(row.prompts))
+        findings.append(f)
+        if row.share >= SPECIALIST_SHARE and row.share_lo > row.chance and math.isfinite(row.share_lo):
+            specialists.setdefault(row.role, f"L{row.layer} H{row.head}")
+    if len(specialists) >= 2:
+        verdict = (f"Supported: heads specialise in {len(specialists)} different roles ("
+                   + ", ".join(f"{role}: {head}" for role, head in specialists.items())
+                   + f"), each with at least {SPECIALIST_SHARE:.0%} of its attention there, resolved above chance.")
+    else:
+        verdict = (f"Not resolved: {len(specialists)} role(s) have a head putting at least {SPECIALIST_SHARE:.0%} "
+                   "of its attention there above chance; specialisation needs two.")
+    return Drawn(fig, data=table, findings=findings, verdict=verdict)
+
+
+def _distinct2(texts, samples: int = 200, seed: int = 0) -> Finding:
+    """Distinct word bigrams with a bootstrap interval over biographies."""
+    from nextlab.evaluate.bootstrap import percentile_interval
+    from nextlab.mechanisms.decoding import distinct_n
+
+    texts = list(texts)
+    rng = np.random.default_rng(seed)
+    draws = [distinct_n([texts[i] for i in rng.integers(0, len(texts), len(texts))], 2) for _ in range(samples)]
+    lo, hi = percentile_interval(np.array(draws))
+    return Finding("", "", distinct_n(texts, 2), lo, hi, len(texts))
+
+
+@figure(
+    "mechanisms-decoding",
+    stage="mechanisms",
+    claim="decoding",
+    per=("model",),
+    title="Decoding strategies: accuracy against diversity",
+    caption="Left: answers of the fine-tuned model to the evaluation questions under each strategy "
+    "(correct on seen people; wrong = hallucinated, over all questions; abstained). Right: biographies the "
+    "pretrained model writes for evaluation people from their name: distinct word bigrams over all of a "
+    "strategy's biographies (diversity) against the share of stated values that are right (factual "
+    "precision). Bars: 95% Wilson intervals (bootstrap over biographies for distinct-2).",
+    needs=[Need(f"{JOB}/decoding_qa.parquet", DECODING_QA), Need(f"{JOB}/decoding_bio.parquet", DECODING_BIO)],
+    world=True,
+)
+def decoding(tables, model: str) -> Drawn:
+    import pandas as pd
+
+    qa = tables.parquet(f"{JOB.format(model=model)}/decoding_qa.parquet", DECODING_QA)
+    bio = tables.parquet(f"{JOB.format(model=model)}/decoding_bio.parquet", DECODING_BIO)
+    strategies = list(dict.fromkeys(qa["strategy"]))
+    fig, axes = new_figure(ncols=2)
+    left, right = axes[0]
+    rows, acc, prec, div = [], {}, {}, {}
+    width = 0.27
+    for i, name in enumerate(strategies):
+        g = qa[qa["strategy"] == name]
+        seen = g[g["seen"]]
+        acc[name] = proportion(f"mechanisms.{model}.qa_acc_{name}", f"QA accuracy, {name}",
+                               int((seen["grade"] == "correct").sum()), len(seen))
+        halluc = proportion(f"mechanisms.{model}.qa_halluc_{name}", f"hallucination rate, {name}",
+                            int((g["grade"] == "wrong").sum()), len(g))
+        abstain = proportion(f"mechanisms.{model}.qa_abstain_{name}", f"abstention rate, {name}",
+                             int((g["grade"] == "abstain").sum()), len(g))
+        for j, (f, outcome) in enumerate(((acc[name], "correct"), (halluc, "wrong"), (abstain, "abstain"))):
+            left.bar(i + (j - 1) * width, f.value, width, yerr=[[f.value - f.lo], [f.hi - f.value]], capsize=2,
+                     color=OUTCOME_COLORS[outcome], label=outcome if i == 0 else None)
+        b = bio[bio["strategy"] == name]
+        stated = int(b["stated"].sum())
+        prec[name] = proportion(f"mechanisms.{model}.bio_precision_{name}", f"biography precision, {name}",
+                                int(b["right"].sum()), stated)
+        d = _distinct2(b["text"])
+        div[name] = Finding(f"mechanisms.{model}.bio_distinct2_{name}", f"distinct-2, {name}", d.value, d.lo, d.hi,
+                            d.n)
+        right.errorbar(div[name].value, prec[name].value,
+                       xerr=[[div[name].value - div[name].lo], [div[name].hi - div[name].value]],
+                       yerr=[[prec[name].value - prec[name].lo], [prec[name].hi - prec[name].value]],
+                       marker="o", capsize=2, color=COLORS[i % len(COLORS)], label=name)
+        rows.append({"strategy": name, "qa_accuracy": acc[name].value, "qa_hallucination": halluc.value,
+                     "qa_abstention": abstain.value, "bio_distinct2": div[name].value,
+                     "bio_precision": prec[name].value, "bio_repetition4": float(b["repetition4"].mean()),
+                     "bio_stated": float(b["stated"].mean()) if len(b) else math.nan})
+    left.set_xticks(range(len(strategies)), strategies, rotation=30)
+    left.set_ylim(0, 1.02)
+    left.set_ylabel("share of questions")
+    left.legend(fontsize=8)
+    right.set_xlabel("distinct-2 (diversity)")
+    right.set_ylabel("factual precision of stated values")
+    right.legend(fontsize=8)
+    right.grid(True)
+
+    findings = [f for name in strategies for f in (acc[name], prec[name], div[name])]
+    verdict = None
+    temperatures = {name: _temperature(tables, name) for name in strategies}
+    greedy = next((name for name in strategies if temperatures[name] == 0), None)
+    hottest = max((name for name in strategies if name != greedy), key=lambda name: temperatures[name], default=None)
+    if greedy and hottest and hottest != greedy:
+        more_diverse = compare(div[hottest], div[greedy])
+        less_accurate = compare(acc[greedy], acc[hottest])
+        if more_diverse.resolved and more_diverse.higher is div[hottest] and less_accurate.resolved \
+                and less_accurate.higher is acc[greedy]:
+            verdict = (f"Supported: {hottest} writes more varied biographies than {greedy} (distinct-2 "
+                       f"{div[hottest].value:.3f} vs {div[greedy].value:.3f}) and answers fewer questions right "
+                       f"({acc[hottest].value:.3f} vs {acc[greedy].value:.3f}); 95% intervals do not overlap.")
+        else:
+            reasons = [c.reason for c in (more_diverse, less_accurate)
+                       if not c.resolved or c.higher not in (div[hottest], acc[greedy])]
+            verdict = f"Not resolved: {hottest} against {greedy}: {'; '.join(reasons)}."
+    return Drawn(fig, data=pd.DataFrame(rows), findings=findings, verdict=verdict)
+
+
+def _temperature(tables, name: str) -> float:
+    """A strategy's temperature, from the study's params."""
+    for strategy in tables.study.mechanisms.strategies:
+        if strategy.name == name:
+            return strategy.temperature
+    return math.nan

@@ -1,0 +1,180 @@
+"""The mechanisms stage's measurements on hand-built cases: ablations that remove a known component,
+attention weights that reproduce the model's own attention, head roles of a crafted prompt, and the
+decoding metrics. The stage end to end runs in the smoke study (test_pipeline.py)."""
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from nextlab.config import Study
+from nextlab.config.mechanisms import DecodingStrategy, MechanismsParams
+from nextlab.mechanisms.ablation import Facts, ablated, components, mean_outputs, measure, run_ablations
+from nextlab.mechanisms.decoding import distinct_n, repetition, sample, stated_values
+from nextlab.mechanisms.heads import ROLES, head_table, prompt_roles, query_attention, role_shares
+from nextlab.model import GPT, GPTConfig
+
+
+def _model(positional: str = "learned", seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=50, block_size=24, n_layer=2, n_head=2, d_model=16, positional=positional))
+    return model.eval()
+
+
+def _self_predicted_facts(model: GPT, docs: int = 6, length: int = 10) -> Facts:
+    """Documents the model itself continues greedily, so that its clean recall is 1 by construction;
+    every document's tokens 4..5 are one 'fact', the rest are other tokens."""
+    rows = []
+    for d in range(docs):
+        seq = [1, 10 + d]
+        with torch.no_grad():
+            while len(seq) < length:
+                seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+        rows.append(seq)
+    idx = torch.tensor(rows)
+    value_token = torch.zeros_like(idx, dtype=torch.bool)
+    value_token[:, 4:6] = True
+    return Facts(idx=idx, real=torch.ones_like(idx, dtype=torch.bool), fact_doc=np.arange(docs),
+                 fact_positions=[[4, 5]] * docs, fact_mentions=np.array([1, 4] * (docs // 2)),
+                 fact_attribute=["birth_city"] * docs, value_token=value_token)
+
+
+def test_zero_ablation_equals_removing_the_weights():
+    model = _model()
+    idx = torch.randint(0, 50, (3, 12))
+    with torch.no_grad():
+        with ablated(model, "mlp.1", None):
+            hooked_mlp = model(idx)
+        with ablated(model, "head.0.1", None):
+            hooked_head = model(idx)
+        removed = _model()
+        removed.blocks[1].mlp.c_proj.weight.zero_()
+        assert torch.allclose(removed(idx), hooked_mlp, atol=1e-6)
+        removed = _model()
+        removed.blocks[0].attn.c_proj.weight[:, 8:16] = 0  # head 1's slice of the projection's input
+        assert torch.allclose(removed(idx), hooked_head, atol=1e-6)
+
+
+def test_mean_ablation_feeds_the_clean_mean_and_restores_the_model():
+    model = _model()
+    facts = _self_predicted_facts(model)
+    means = mean_outputs(model, facts)
+    assert set(means) == set(components(model))
+    assert means["head.1.0"].shape == (8,) and means["mlp.0"].shape == (16,)
+    outputs = []
+    handle = model.blocks[0].mlp.register_forward_hook(lambda m, i, o: outputs.append(o))
+    with torch.no_grad():
+        model(facts.idx)
+    handle.remove()
+    assert torch.allclose(means["mlp.0"], outputs[0].reshape(-1, 16).mean(0), atol=1e-6)
+    with torch.no_grad(), ablated(model, "mlp.0", means["mlp.0"]):
+        # A hook added after the ablation's sees what the rest of the network receives.
+        handle = model.blocks[0].mlp.register_forward_hook(lambda m, i, o: outputs.append(o))
+        model(facts.idx)
+        handle.remove()
+    assert torch.allclose(outputs[1], means["mlp.0"].expand_as(outputs[1]))
+    assert not model.blocks[0].mlp._forward_hooks
+
+
+def test_ablations_find_the_component_that_carries_recall_and_spare_a_dead_one():
+    model = _model()
+    with torch.no_grad():
+        model.blocks[1].attn.c_proj.weight[:, :8] = 0  # head 1.0 contributes nothing
+        facts = _self_predicted_facts(model)
+    assert measure(model, facts).recalled.all()
+    rows = {(r["component"], r["facts"]): r for r in run_ablations(model, facts, "zero", samples=50, seed=0)}
+    assert rows[("none", "all")]["recall"] == 1.0 and rows[("none", "all")]["recall_delta"] == 0.0
+    dead = rows[("head.1.0", "all")]
+    assert dead["recall_delta"] == 0.0 and dead["other_loss_delta"] == pytest.approx(0.0, abs=1e-6)
+    # Without any layer-0 MLP the self-predicted continuations are not all reproduced.
+    live = rows[("mlp.0", "all")]
+    assert live["recall_delta"] < 0 and live["recall_delta_lo"] <= live["recall_delta"] <= live["recall_delta_hi"]
+    assert abs(live["other_loss_delta"]) > 1e-4  # a random model's other tokens move either way
+    assert {b for _, b in rows} == {"all", "1", "4"}
+    assert rows[("mlp.0", "1")]["n_facts"] + rows[("mlp.0", "4")]["n_facts"] == rows[("mlp.0", "all")]["n_facts"]
+
+
+@pytest.mark.parametrize("positional", ["learned", "rotary"])
+def test_query_attention_reproduces_the_models_own_attention(positional):
+    model = _model(positional)
+    prompts = [[1, 5, 7, 9, 11], [1, 8, 3]]
+    weights = query_attention(model, prompts)
+    assert [w.shape for w in weights] == [(2, 2, 5), (2, 2, 3)]
+    assert all(np.allclose(w.sum(-1), 1) for w in weights)
+    captured = {}
+    handles = [b.attn.c_proj.register_forward_pre_hook(lambda m, a, i=i: captured.setdefault(i, a[0]))
+               for i, b in enumerate(model.blocks)]
+    values = {}
+    handles += [b.attn.c_attn.register_forward_hook(lambda m, a, o, i=i: values.setdefault(i, o))
+                for i, b in enumerate(model.blocks)]
+    for prompt, w in zip(prompts, weights):
+        captured.clear()
+        values.clear()
+        with torch.no_grad():
+            model(torch.tensor([prompt]))
+        for layer in range(2):
+            v = values[layer][0, :, 32:].view(len(prompt), 2, 8)  # (T, heads, hs)
+            mixed = torch.einsum("ht,thd->hd", torch.tensor(w[layer], dtype=torch.float32), v)
+            assert torch.allclose(mixed.reshape(-1), captured[layer][0, -1], atol=1e-5)
+    for handle in handles:
+        handle.remove()
+
+
+def test_heads_with_zero_queries_attend_uniformly_at_chance():
+    model = _model()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.c_attn.weight[:16] = 0  # q = 0: every allowed key scores the same
+    roles = ["first", "other", "name", "name", "attribute", "previous", "self"]
+    weights = query_attention(model, [[1, 2, 3, 4, 5, 6, 7]])
+    shares, chance = role_shares(weights, [roles])
+    assert np.allclose(shares[0], chance[0][None, None, :])
+    assert np.allclose(chance[0], [2 / 7, 1 / 7, 1 / 7, 1 / 7, 1 / 7, 1 / 7])
+    table = head_table(shares, chance, samples=20, seed=0)
+    assert len(table) == 2 * 2 * len(ROLES)
+    assert all(r["top"] == (r["role"] == "name") for r in table)
+
+
+def test_prompt_roles_of_a_question():
+    # "Where does Ada Quill work?": bos, <|question|>, Where, does, Ada, Quill, work?, <|answer|>
+    offsets = [(0, 5), (5, 10), (10, 14), (14, 20), (20, 25), (25, 26)]
+    roles = prompt_roles(offsets, name=(11, 20), attribute=None)
+    assert roles == ["first", "other", "other", "other", "name", "name", "other", "previous", "self"]
+    assert prompt_roles([], name=(0, 0), attribute=None) == ["first", "previous", "self"]
+
+
+def test_decoding_measures():
+    assert distinct_n(["a a a a"], 2) == pytest.approx(1 / 3)
+    assert distinct_n([""], 2) != distinct_n([""], 2)  # NaN: no bigram at all
+    assert repetition("one two three", 4) == 0.0
+    assert repetition("a b c d a b c d", 4) == pytest.approx(1 / 5)
+    vocab = {"birth_city": ["Ost", "Ostra"], "occupation": ["baker"]}
+    assert stated_values("born in Ostra, a bakery", vocab) == {"birth_city": "Ostra"}
+    assert stated_values("Ost and Ostra", vocab) == {"birth_city": "Ost"}
+
+
+def test_sampling_is_seeded_and_greedy_is_the_argmax():
+    model = _model()
+    prompts = [[1, 5], [1, 6, 7]]
+    greedy = DecodingStrategy(name="greedy", temperature=0.0)
+    hot = DecodingStrategy(name="hot", temperature=1.5, top_p=0.9)
+    first = sample(model, prompts, greedy, 5, seed=0)
+    assert first == sample(model, prompts, greedy, 5, seed=123)
+    seq = list(prompts[0])
+    with torch.no_grad():
+        for _ in range(5):
+            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+    assert first[0] == seq[2:]
+    assert sample(model, prompts, hot, 5, seed=3) == sample(model, prompts, hot, 5, seed=3)
+
+
+def test_params_are_checked():
+    assert Study.model_validate({"study": "x"}).mechanisms.ablation == "mean"
+    with pytest.raises(ValidationError, match="greedy decoding"):
+        DecodingStrategy(name="g", temperature=0, top_k=5)
+    with pytest.raises(ValidationError, match="repeat"):
+        MechanismsParams(strategies=[{"name": "g", "temperature": 0}, {"name": "g", "temperature": 1}])
+    with pytest.raises(ValidationError, match="needs the greedy"):
+        MechanismsParams(strategies=[{"name": "hot", "temperature": 1}])
+    with pytest.raises(ValidationError, match="ablation"):
+        MechanismsParams(ablation="random")
