@@ -178,3 +178,64 @@ def test_params_are_checked():
         MechanismsParams(strategies=[{"name": "hot", "temperature": 1}])
     with pytest.raises(ValidationError, match="ablation"):
         MechanismsParams(ablation="random")
+
+
+def _world_and_tokenizer():
+    from nextlab.config.data import DataParams
+    from nextlab.data.corpus import qa_rows, synthetic_documents
+    from nextlab.data.world import build_world
+    from nextlab.tokenizer.bpe import train_bpe
+
+    world = build_world(DataParams(n_people=40, n_unseen=16, mention_mix={1: 0.5, 4: 0.5}), seed=3)
+    train, _ = synthetic_documents(world, qa_rows(world, {"finetune"}), 0, np.random.default_rng(0))
+    return world, train_bpe([d["text"] for d in train], vocab_size=400)
+
+
+def test_reading_documents_are_about_new_people_and_end_in_their_answer():
+    from nextlab.data.corpus import reading_documents
+
+    world, _ = _world_and_tokenizer()
+    docs = reading_documents(world, 30, seed=3)
+    assert len(docs) == 30 and {d["kind"] for d in docs} == {"reading"}
+    names = {p.name for p in world.everyone}
+    for doc in docs:
+        bio, qa = doc["text"].split(" <|question|>")
+        question, answer = qa.split("<|answer|> ")
+        assert answer in bio and question.endswith("?")
+        assert not any(name in doc["text"] for name in names)
+    assert reading_documents(world, 30, seed=3) == docs
+
+
+def test_in_context_answering_leaves_the_weights_unchanged():
+    from nextlab.mechanisms.in_context import (
+        CONDITIONS,
+        answer_in_context,
+        context_prompt,
+        in_context_items,
+        weights_hash,
+    )
+    from nextlab.qa.codec import QACodec
+    from nextlab.tokenizer.bpe import ANSWER_ID, BOS_ID, QUESTION_ID
+
+    world, tok = _world_and_tokenizer()
+    strangers = [p for p in world.unseen if p.split == "eval"][:2]
+    items = in_context_items(strangers, seed=0)
+    assert len(items) == 2 * len(strangers[0].attributes)
+    assert items[0]["answer"] in items[0]["context"] and items[0]["other_context"] == items[-1]["context"]
+    prompt = context_prompt(tok, items[0]["context"], items[0]["question"])
+    assert prompt[0] == BOS_ID and prompt[-1] == ANSWER_ID and prompt.count(QUESTION_ID) == 1
+    bare = context_prompt(tok, None, items[0]["question"])
+    assert bare == QACodec(tok).prompt(items[0]["question"])  # without a biography: the QA prompt
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=256, n_layer=1, n_head=2, d_model=16)).eval()
+    before = weights_hash(model)
+    rows = answer_in_context(model, tok, QACodec(tok), items, max_answer_tokens=4)
+    assert weights_hash(model) == before
+    assert len(rows) == len(CONDITIONS) * len(items)
+    assert {r["grade"] for r in rows} <= {"correct", "wrong", "abstain"}
+    with torch.no_grad():
+        model.wte.weight[0, 0] += 1.0
+    assert weights_hash(model) != before
+    tight = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=16, n_layer=1, n_head=2, d_model=16)).eval()
+    skipped = answer_in_context(tight, tok, QACodec(tok), items, max_answer_tokens=4)
+    assert {r["grade"] for r in skipped if r["condition"] == "context"} == {"skipped"}

@@ -41,6 +41,11 @@ class DataParams(Section):
         description="mix the fine-tuning split's QA lines (and its never-seen names' "
         "'I don't know' lines) into the pretraining corpus",
     )
+    reading_docs: int = Field(
+        0, ge=0, le=1_000_000,
+        description="reading-comprehension documents in pretraining: a new person's biography, then a "
+        "question on it and its answer (what in-context answering needs; see the mechanisms stage)",
+    )
     val_mentions: int = Field(
         1, ge=0, le=8, description="extra fresh biographies per person, held out as validation text"
     )

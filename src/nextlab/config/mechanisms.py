@@ -5,7 +5,9 @@ Three experiments on each model, one job per model:
   (or zeros), with fact recall and the loss on the other tokens measured on held-out biographies;
 * heads: where each head looks from the position that must produce a question's answer;
 * decoding: greedy decoding against sampling (temperature, top-k, top-p) on questions and on
-  generated biographies.
+  generated biographies;
+* in context: questions about never-seen names answered with and without their biography in the
+  prompt, the weights hashed before and after.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from nextlab.config.base import Section
 
 # What a job writes (the workflow plans its files from these names).
-TABLES = ("ablation", "heads", "decoding_qa", "decoding_bio")
-FIGURES = ("ablation", "heads", "decoding")
+TABLES = ("ablation", "heads", "decoding_qa", "decoding_bio", "in_context")
 
 
 class DecodingStrategy(Section):
@@ -60,6 +61,8 @@ class MechanismsParams(Section):
     qa_samples: int = Field(1, ge=1, le=16, description="samples per evaluation question and strategy")
     bio_people: int = Field(100, ge=1, description="evaluation-split people whose biography is generated")
     bio_tokens: int = Field(64, ge=8, description="new tokens of each generated biography")
+    in_context_people: int = Field(100, ge=1, description="evaluation-split never-seen names whose biography "
+                                                          "is put in the prompt (each asked every attribute)")
     bootstrap_samples: int = Field(1000, ge=20)
 
     @field_validator("strategies")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from nextlab.data.templates import qa_text, question, render_fact
-from nextlab.data.world import IDK, Person, World
+from nextlab.data.world import IDK, Person, World, fresh_people
 
 
 def render_biography(person: Person, rng: np.random.Generator) -> dict[str, Any]:
@@ -73,3 +73,21 @@ def synthetic_documents(
     train = [train[i] for i in rng.permutation(len(train))]
     val = [val[i] for i in rng.permutation(len(val))]
     return train, val
+
+
+def reading_documents(world: World, count: int, seed: int) -> list[dict[str, Any]]:
+    """Reading-comprehension documents: a new person's biography, then one question on it and its
+    answer, in the QA lines' format. What the model learns from them is to answer from its context:
+    the person appears nowhere else, so the answer can only be read.
+
+        Ilo Vask was born in 1931. Ilo Vask works for Drentel Works. ... <|question|>Which company
+        does Ilo Vask work for?<|answer|> Drentel Works
+    """
+    rng = np.random.default_rng([seed, 4])
+    docs = []
+    for person in fresh_people(world, count, seed):
+        bio = render_biography(person, rng)
+        attribute = list(person.attributes)[int(rng.integers(len(person.attributes)))]
+        qa = qa_text(question(attribute, person.name), person.attributes[attribute])
+        docs.append({"text": f"{bio['text']} {qa}", "kind": "reading", "person": person.person_id})
+    return docs

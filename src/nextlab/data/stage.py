@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nextlab.config import Study
-from nextlab.data.corpus import qa_rows, synthetic_documents
+from nextlab.data.corpus import qa_rows, reading_documents, synthetic_documents
 from nextlab.data.user_corpus import read_user_corpus
 from nextlab.data.world import World, build_world
 from nextlab.io import atomic_path, sha256_files, write_json
@@ -49,6 +49,9 @@ def run_data(study: Study, out_dir: str | Path) -> dict[str, Any]:
     qa = qa_rows(world, splits) if params.synthetic else qa_rows(World([], [], {}, study.seed), set())
     train, val = synthetic_documents(world, qa, params.val_mentions, rng) if params.synthetic else ([], [])
 
+    if params.synthetic and params.reading_docs:
+        train = train + reading_documents(world, params.reading_docs, study.seed)
+        train = [train[i] for i in np.random.default_rng([study.seed, 5]).permutation(len(train))]
     if user_docs:
         order = np.random.default_rng([study.seed, 2]).permutation(len(user_docs))
         n_val = int(round(len(user_docs) * params.user_val_fraction)) if len(user_docs) > 1 else 0
@@ -81,6 +84,7 @@ def run_data(study: Study, out_dir: str | Path) -> dict[str, Any]:
         "bio_documents": sum(d["kind"] == "bio" for d in train),
         "qa_documents": sum(d["kind"] == "qa" for d in train),
         "user_documents": sum(d["kind"] == "user" for d in train),
+        "reading_documents": sum(d["kind"] == "reading" for d in train),
         "data_hash": data_hash,
     }
     for k in params.mention_mix:

@@ -162,6 +162,21 @@ def build_world(params: DataParams, seed: int) -> World:
     return World(people=people, unseen=unseen, vocabularies=vocab, seed=seed)
 
 
+def fresh_people(world: World, count: int, seed: int, split: str = "reading") -> list[Person]:
+    """`count` new people with the world's vocabularies and names none of its people or never-seen
+    names have (reading-comprehension subjects: they never enter the world or its questions)."""
+    rng = np.random.default_rng([seed, 3])
+    maker = WordMaker(rng)
+    taken = {p.name for p in world.everyone}
+    out: list[Person] = []
+    while len(out) < count:
+        for name in _names(count - len(out), maker):
+            if name not in taken:
+                taken.add(name)
+                out.append(_person(f"r{len(out):05d}", name, world.vocabularies, rng, 1, split))
+    return out
+
+
 def _person(pid: str, name: str, vocab: dict[str, list[str]], rng: np.random.Generator,
             mentions: int, split: str) -> Person:
     attributes = {attr: values[int(rng.integers(len(values)))] for attr, values in vocab.items()}

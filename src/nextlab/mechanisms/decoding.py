@@ -2,8 +2,8 @@
 
 On questions (the fine-tuned model, which answers or abstains): each strategy's answers graded
 correct, wrong or abstain. On biographies (the pretrained model, prompted with a seen person's
-name): how varied the text is (distinct word bigrams over all of a strategy's biographies; the
-share of each biography's word 4-grams that repeat one before) and how factual (for each attribute
+name): how varied the text is (distinct word bigrams, within each biography and pooled over a
+strategy's biographies; the share of each biography's word 4-grams that repeat one before) and how factual (for each attribute
 the first value of its vocabulary the text states, right or not).
 
     >>> distinct_n(["a b a b", "a b c"], 2)             # bigrams: ab ba ab | ab bc -> 3 of 5

@@ -8,11 +8,13 @@ Job outputs in `out_dir` (results/<study>/mechanisms/<model>/):
 | `heads.parquet` | per layer x head x role: the answer position's attention share with a 95% interval, chance, whether it is the head's largest |
 | `decoding_qa.parquet` | per strategy x sample x evaluation question: the answer and its grade |
 | `decoding_bio.parquet` | per strategy x evaluation person: the generated biography, its repetition, the values it states and how many are right |
+| `in_context.parquet` | per checkpoint (`pretrain`, `sft`) x condition (`none`, `context`, `other_context`) x never-seen name x attribute: the greedy answer and its grade against the biography's value, the weights' hash before and after |
 | `metrics.json`, `provenance.json` | flat headline metrics; code version, params hash, data and tokenizer hashes, the checkpoints |
 
 The ablations and head roles use the pretrained model (what pretraining stored, before any
 fine-tuning); the questions are answered by the fine-tuned model, which knows the QA format and
-abstention. Every check on params and inputs runs before a model is loaded.
+abstention. The in-context questions go to both. Every check on params and inputs runs before a
+model is loaded.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from nextlab.io import atomic_path, require_file, write_json
 from nextlab.mechanisms.ablation import build_facts, run_ablations
 from nextlab.mechanisms.decoding import distinct_n, repetition, sample, stated_values
 from nextlab.mechanisms.heads import ATTRIBUTE_WORDS, ROLES, head_table, prompt_roles, query_attention, role_shares
+from nextlab.mechanisms.in_context import answer_in_context, in_context_items, weights_hash
 from nextlab.provenance import data_hash_of, provenance
 from nextlab.qa.codec import QACodec
 from nextlab.qa.grading import grade
@@ -106,9 +109,33 @@ def decode_biographies(model: Any, tokenizer: Any, world: World, study: Study) -
     return pd.DataFrame(out)
 
 
+def read_in_context(model: Any, checkpoint: str, tokenizer: Any, codec: QACodec, items: list[dict[str, Any]],
+                    study: Study) -> list[dict[str, Any]]:
+    """The in-context questions answered by one checkpoint, with its weights' hash before and after."""
+    before = weights_hash(model)
+    rows = answer_in_context(model, tokenizer, codec, items, study.evaluate.max_answer_tokens)
+    after = weights_hash(model)
+    return [{"checkpoint": checkpoint, **row, "weights_before": before, "weights_after": after} for row in rows]
+
+
+def in_context_metrics(rows: pd.DataFrame) -> dict[str, float]:
+    """Per checkpoint and condition: accuracy, hallucination and abstention over the questions that
+    fit the context window; whether the weights were unchanged (1) by answering."""
+    out: dict[str, float] = {}
+    for (checkpoint, condition), g in rows.groupby(["checkpoint", "condition"], sort=False):
+        g = g[g["grade"] != "skipped"]
+        for grade_name, key in (("correct", "acc"), ("wrong", "halluc"), ("abstain", "abstain")):
+            if len(g):
+                out[f"in_context_{key}_{checkpoint}_{condition}"] = float((g["grade"] == grade_name).mean())
+    for checkpoint, g in rows.groupby("checkpoint", sort=False):
+        out[f"in_context_weights_unchanged_{checkpoint}"] = float((g["weights_before"] == g["weights_after"]).all())
+    return out
+
+
 def decoding_metrics(qa_rows: pd.DataFrame, bio_rows: pd.DataFrame) -> dict[str, float]:
     """Per strategy: QA accuracy (seen people), hallucination (wrong answers, all questions; and on
-    never-seen names), abstention; the biographies' distinct-2, repetition and factual precision."""
+    never-seen names), abstention; the biographies' distinct-2 (pooled over a strategy's biographies,
+    and per biography, averaged), repetition and factual precision."""
     out: dict[str, float] = {}
     for name, g in qa_rows.groupby("strategy", sort=False):
         seen, unseen = g[g["seen"]], g[~g["seen"]]
@@ -119,6 +146,7 @@ def decoding_metrics(qa_rows: pd.DataFrame, bio_rows: pd.DataFrame) -> dict[str,
             out[f"qa_halluc_unseen_{name}"] = float((unseen["grade"] == "wrong").mean())
     for name, g in bio_rows.groupby("strategy", sort=False):
         out[f"bio_distinct2_{name}"] = distinct_n(g["text"].tolist(), 2)
+        out[f"bio_distinct2_per_text_{name}"] = float(np.nanmean([distinct_n([t], 2) for t in g["text"]]))
         out[f"bio_repetition4_{name}"] = float(g["repetition4"].mean())
         stated = int(g["stated"].sum())
         out[f"bio_precision_{name}"] = float(g["right"].sum() / stated) if stated else float("nan")
@@ -148,6 +176,11 @@ def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: 
     prompts, role_lists = head_prompts(qa, codec, p.questions, study.seed, block_size)
     if not prompts:
         raise NextlabError(f"{qa_path}: no evaluation question about a seen person fits block_size {block_size}")
+    strangers = [q for q in world.unseen if q.split == "eval"]
+    if not strangers:
+        raise NextlabError(f"{data_dir / 'world.json'}: no never-seen names in the evaluation split for the "
+                           "in-context questions; raise data.n_unseen")
+    context_items = in_context_items(_subset(strangers, p.in_context_people, study.seed), study.seed)
     for path, stage in ((pretrain_ckpt, "pretrain"), (sft_ckpt, "sft")):
         checked_checkpoint(path, study, model_name, tok_hash, tok.get_vocab_size(), stage=stage)
 
@@ -159,24 +192,29 @@ def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: 
     shares, chance = role_shares(query_attention(pretrained, prompts), role_lists)
     heads = pd.DataFrame(head_table(shares, chance, p.bootstrap_samples, study.seed))
     bio_rows = decode_biographies(pretrained, tok, world, study)
+    context_rows = read_in_context(pretrained, "pretrain", tok, codec, context_items, study)
     del pretrained
     tuned, _ = load_checkpoint(sft_ckpt, device)
     qa_rows = decode_questions(tuned, codec, qa, study)
+    context_rows += read_in_context(tuned, "sft", tok, codec, context_items, study)
     seconds = time.perf_counter() - start
 
-    tables = {"ablation": ablation, "heads": heads, "decoding_qa": qa_rows, "decoding_bio": bio_rows}
+    in_context = pd.DataFrame(context_rows)
+    tables = {"ablation": ablation, "heads": heads, "decoding_qa": qa_rows, "decoding_bio": bio_rows,
+              "in_context": in_context}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         with atomic_path(out / f"{name}.parquet") as tmp:
             tables[name].assign(model=model_name).to_parquet(tmp, index=False)
-    metrics = job_metrics(ablation, heads) | decoding_metrics(qa_rows, bio_rows)
+    metrics = job_metrics(ablation, heads) | decoding_metrics(qa_rows, bio_rows) | in_context_metrics(in_context)
     write_json(out / "metrics.json", metrics)
     write_json(out / "timing.json", {"seconds": seconds})
     write_json(out / "provenance.json", {**provenance(p, study.seed, data_hash), "tokenizer_hash": tok_hash,
                                          "checkpoints": [str(pretrain_ckpt), str(sft_ckpt)]})
-    log.info("mechanisms %s: %.1f s; %d facts over %d components, %d head prompts, %d strategies", model_name,
-             seconds, len(facts.fact_doc), ablation["component"].nunique() - 1, len(prompts), len(p.strategies))
+    log.info("mechanisms %s: %.1f s; %d facts over %d components, %d head prompts, %d strategies, %d in-context "
+             "questions", model_name, seconds, len(facts.fact_doc), ablation["component"].nunique() - 1, len(prompts),
+             len(p.strategies), len(context_items))
     return metrics
 
 

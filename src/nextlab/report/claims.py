@@ -121,6 +121,19 @@ CLAIMS = [
         "top-k and top-p. Answers are graded; biographies are scored for distinct bigrams and for "
         "the share of stated facts that are right.",
     ),
+    Claim(
+        "in_context",
+        "A model uses its context without learning from it",
+        "mechanisms",
+        "What a model is given in its prompt shapes its output for that request only: it can answer "
+        "from a passage it never saw in training, while its weights, and so everything it will do "
+        "for the next request, stay exactly as they were.",
+        "Questions about never-seen names are asked with nothing before them, with the person's "
+        "biography before them, and with another never-seen person's biography (a control), to the "
+        "pretrained and the fine-tuned model. Pretraining holds reading-comprehension documents "
+        "(a new person's biography, then a question on it; params data.reading_docs). The weights "
+        "are hashed before and after.",
+    ),
 ]
 
 CLAIM_IDS = [c.id for c in CLAIMS]

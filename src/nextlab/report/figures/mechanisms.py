@@ -143,16 +143,15 @@ def heads(tables, model: str) -> Drawn:
     return Drawn(fig, data=table, findings=findings, verdict=verdict)
 
 
-def _distinct2(texts, samples: int = 200, seed: int = 0) -> Finding:
-    """Distinct word bigrams with a bootstrap interval over biographies."""
-    from nextlab.evaluate.bootstrap import percentile_interval
+def _distinct2(texts) -> Finding:
+    """Mean over biographies of each one's distinct word bigrams (a share), with a normal 95%
+    interval. Per text, because a bootstrap of the pooled share is biased: resampling repeats
+    texts, and a repeated text adds no new bigram."""
     from nextlab.mechanisms.decoding import distinct_n
+    from nextlab.report.stats import mean_interval
 
-    texts = list(texts)
-    rng = np.random.default_rng(seed)
-    draws = [distinct_n([texts[i] for i in rng.integers(0, len(texts), len(texts))], 2) for _ in range(samples)]
-    lo, hi = percentile_interval(np.array(draws))
-    return Finding("", "", distinct_n(texts, 2), lo, hi, len(texts))
+    values = np.array([distinct_n([t], 2) for t in texts], float)
+    return mean_interval("", "", values)
 
 
 @figure(
@@ -163,9 +162,10 @@ def _distinct2(texts, samples: int = 200, seed: int = 0) -> Finding:
     title="Decoding strategies: accuracy against diversity",
     caption="Left: answers of the fine-tuned model to the evaluation questions under each strategy "
     "(correct on seen people; wrong = hallucinated, over all questions; abstained). Right: biographies the "
-    "pretrained model writes for evaluation people from their name: distinct word bigrams over all of a "
-    "strategy's biographies (diversity) against the share of stated values that are right (factual "
-    "precision). Bars: 95% Wilson intervals (bootstrap over biographies for distinct-2).",
+    "pretrained model writes for evaluation people from their name: distinct word bigrams per "
+    "biography (diversity: the share of a biography's word bigrams that are distinct, averaged over "
+    "biographies) against the share of stated values that are right (factual precision). Bars: 95% Wilson "
+    "intervals (normal intervals over biographies for distinct-2).",
     needs=[Need(f"{JOB}/decoding_qa.parquet", DECODING_QA), Need(f"{JOB}/decoding_bio.parquet", DECODING_BIO)],
     world=True,
 )
@@ -198,9 +198,7 @@ def decoding(tables, model: str) -> Drawn:
         d = _distinct2(b["text"])
         div[name] = Finding(f"mechanisms.{model}.bio_distinct2_{name}", f"distinct-2, {name}", d.value, d.lo, d.hi,
                             d.n)
-        right.errorbar(div[name].value, prec[name].value,
-                       xerr=[[div[name].value - div[name].lo], [div[name].hi - div[name].value]],
-                       yerr=[[prec[name].value - prec[name].lo], [prec[name].hi - prec[name].value]],
+        right.errorbar(div[name].value, prec[name].value, xerr=_half_widths(div[name]), yerr=_half_widths(prec[name]),
                        marker="o", capsize=2, color=COLORS[i % len(COLORS)], label=name)
         rows.append({"strategy": name, "qa_accuracy": acc[name].value, "qa_hallucination": halluc.value,
                      "qa_abstention": abstain.value, "bio_distinct2": div[name].value,
@@ -235,9 +233,90 @@ def decoding(tables, model: str) -> Drawn:
     return Drawn(fig, data=pd.DataFrame(rows), findings=findings, verdict=verdict)
 
 
+def _half_widths(f: Finding) -> list[list[float]]:
+    """Error-bar lengths below and above a finding's value (0 where its interval is undefined)."""
+    below, above = f.value - f.lo, f.hi - f.value
+    return [[below if below >= 0 else 0.0], [above if above >= 0 else 0.0]]
+
+
 def _temperature(tables, name: str) -> float:
     """A strategy's temperature, from the study's params."""
     for strategy in tables.study.mechanisms.strategies:
         if strategy.name == name:
             return strategy.temperature
     return math.nan
+
+
+IN_CONTEXT = ("checkpoint", "condition", "person_id", "attribute", "grade", "weights_before", "weights_after")
+CONDITION_LABELS = {"none": "no biography", "context": "its biography", "other_context": "another's biography"}
+
+
+@figure(
+    "mechanisms-in-context",
+    stage="mechanisms",
+    claim="in_context",
+    per=("model",),
+    title="Answering from the prompt: never-seen names with and without their biography",
+    caption="Questions about never-seen names of the evaluation split (every attribute), answered greedily "
+    "with nothing before the question, with the person's biography before it, and with another never-seen "
+    "person's biography (the control: the answer is not there). Graded against the value the biography "
+    "states; wrong = hallucinated. Left: the pretrained model (pretraining holds data.reading_docs "
+    "documents of this shape); right: the fine-tuned model. Bars: 95% Wilson intervals over questions.",
+    needs=[Need(f"{JOB}/in_context.parquet", IN_CONTEXT)],
+    world=True,
+)
+def in_context(tables, model: str) -> Drawn:
+    import pandas as pd
+
+    table = tables.parquet(f"{JOB.format(model=model)}/in_context.parquet", IN_CONTEXT)
+    table = table[table["grade"] != "skipped"]
+    checkpoints = [c for c in ("pretrain", "sft") if c in set(table["checkpoint"])]
+    fig, axes = new_figure(ncols=max(1, len(checkpoints)), sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    conditions = [c for c in CONDITION_LABELS if c in set(table["condition"])]
+    width = 0.27
+    found: dict[tuple[str, str, str], Finding] = {}
+    rows = []
+    for ax, checkpoint in zip(axes, checkpoints):
+        for i, condition in enumerate(conditions):
+            g = table[(table["checkpoint"] == checkpoint) & (table["condition"] == condition)]
+            for j, outcome in enumerate(("correct", "wrong", "abstain")):
+                f = proportion(f"mechanisms.{model}.in_context_{outcome}_{checkpoint}_{condition}",
+                               f"{outcome}, {checkpoint} model, {CONDITION_LABELS[condition]}",
+                               int((g["grade"] == outcome).sum()), len(g))
+                found[(checkpoint, condition, outcome)] = f
+                ax.bar(i + (j - 1) * width, f.value, width, yerr=[[f.value - f.lo], [f.hi - f.value]], capsize=2,
+                       color=OUTCOME_COLORS[outcome], label=outcome if i == 0 else None)
+                rows.append({"checkpoint": checkpoint, "condition": condition, "outcome": outcome, "share": f.value,
+                             "lo": f.lo, "hi": f.hi, "n": f.n})
+        ax.set_xticks(range(len(conditions)), [CONDITION_LABELS[c] for c in conditions], rotation=15)
+        ax.set_title(f"{checkpoint} model")
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, axis="y")
+    axes[0].set_ylabel("share of questions")
+    axes[0].legend(fontsize=8)
+
+    unchanged = {c: bool((g["weights_before"] == g["weights_after"]).all()) for c, g in table.groupby("checkpoint")}
+    findings = [found[k] for k in found if k[2] == "correct"] + [
+        found[(c, "other_context", "wrong")] for c in checkpoints if (c, "other_context", "wrong") in found]
+    findings += [Finding(f"mechanisms.{model}.in_context_weights_unchanged_{c}",
+                         f"weights unchanged by answering, {c} model (1 = same hash)", float(u), digits=0)
+                 for c, u in unchanged.items()]
+    verdict = None
+    if "pretrain" in checkpoints and "context" not in conditions:
+        verdict = ("Not measured: every prompt with a biography is longer than the model's context window "
+                   "(params models.<model>.block_size).")
+    elif "pretrain" in checkpoints and {"none", "context"} <= set(conditions):
+        with_bio, without = found[("pretrain", "context", "correct")], found[("pretrain", "none", "correct")]
+        c = compare(with_bio, without)
+        weights = ("the weights' hash is the same before and after" if unchanged.get("pretrain")
+                   else "but the weights' hash changed")
+        if c.resolved and c.higher is with_bio and unchanged.get("pretrain"):
+            verdict = (f"Supported: with the biography in the prompt the pretrained model answers "
+                       f"{with_bio.value:.1%} of questions about never-seen names right, without it "
+                       f"{without.value:.1%}; 95% intervals do not overlap, and {weights}.")
+        elif c.resolved and c.higher is with_bio:
+            verdict = f"Not shown: the context helps ({with_bio.value:.1%} vs {without.value:.1%}), {weights}."
+        else:
+            verdict = f"Not resolved: accuracy with and without the biography is not told apart ({c.reason})."
+    return Drawn(fig, data=pd.DataFrame(rows), findings=findings, verdict=verdict)
