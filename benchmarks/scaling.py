@@ -33,7 +33,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["data", "tokenize", "train", "sft", "posttrain", "evaluate"]
+STAGES = ["data", "tokenize", "train", "sft", "posttrain", "evaluate", "mechanisms"]
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
@@ -84,6 +84,9 @@ def run_world(root: Path, people: int, args: argparse.Namespace, env: dict[str, 
         "evaluate": ["evaluate", *common, "1", "--model", "small", "--scheme", "none", "--seed", "0", "--ckpt",
                      str(r / "sft/ckpt.pt"), "--data", str(r / "data"), "--tokenizer", str(r / "tokenizer"),
                      "--out", str(r / "evaluate")],
+        "mechanisms": ["mechanisms", *common, "1", "--model", "small", "--pretrain", str(r / "pretrain/ckpt.pt"),
+                       "--sft", str(r / "sft/ckpt.pt"), "--data", str(r / "data"), "--tokenizer",
+                       str(r / "tokenizer"), "--out", str(r / "mechanisms")],
     }
     out = {}
     for stage in stages:
