@@ -3,6 +3,7 @@ attention weights that reproduce the model's own attention, head roles of a craf
 decoding metrics. The stage end to end runs in the smoke study (test_pipeline.py)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pydantic import ValidationError
@@ -239,3 +240,65 @@ def test_in_context_answering_leaves_the_weights_unchanged():
     tight = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), block_size=16, n_layer=1, n_head=2, d_model=16)).eval()
     skipped = answer_in_context(tight, tok, QACodec(tok), items, max_answer_tokens=4)
     assert {r["grade"] for r in skipped if r["condition"] == "context"} == {"skipped"}
+
+
+class _Tables:
+    """What a figure function reads, from in-memory frames."""
+
+    def __init__(self, frames: dict[str, pd.DataFrame]):
+        self.frames = frames
+
+    def parquet(self, path: str, columns) -> pd.DataFrame:
+        return self.frames[path.rsplit("/", 1)[-1]]
+
+
+def _ablation_row(component, recall_delta, lo, hi, other_delta):
+    kind = "none" if component == "none" else component.split(".")[0]
+    return {"component": component, "kind": kind, "layer": 0, "head": -1, "facts": "all", "n_facts": 400,
+            "recall": 0.5 + recall_delta, "recall_delta": recall_delta, "recall_delta_lo": lo,
+            "recall_delta_hi": hi, "other_loss": 1.0 + other_delta, "other_loss_delta": other_delta,
+            "other_loss_delta_lo": other_delta - 0.01, "other_loss_delta_hi": other_delta + 0.01}
+
+
+def test_ablation_verdict_leaves_out_a_component_that_breaks_the_model():
+    import matplotlib.pyplot as plt
+
+    from nextlab.report.figures.mechanisms import ablation
+
+    table = pd.DataFrame([_ablation_row("none", 0, 0, 0, 0), _ablation_row("mlp.0", -0.5, -0.55, -0.45, 6.0),
+                          _ablation_row("mlp.1", -0.3, -0.35, -0.25, 0.2),
+                          _ablation_row("head.0.0", -0.05, -0.08, -0.02, 0.1)])
+    drawn = ablation(_Tables({"ablation.parquet": table}), model="m")
+    plt.close(drawn.figure)
+    assert drawn.verdict.startswith("Supported: removing mlp.1") and "left out: mlp.0" in drawn.verdict
+    table.loc[table["component"] == "head.0.0", ["recall_delta", "recall_delta_lo", "recall_delta_hi"]] = \
+        [-0.3, -0.36, -0.24]
+    drawn = ablation(_Tables({"ablation.parquet": table}), model="m")
+    plt.close(drawn.figure)
+    assert drawn.verdict.startswith("Not resolved")
+
+
+def test_heads_verdict_counts_concentration_over_uniform_not_share():
+    import matplotlib.pyplot as plt
+
+    from nextlab.report.figures.mechanisms import heads
+
+    chance = {"name": 0.5, "attribute": 0.06, "previous": 0.06, "first": 0.06, "self": 0.06, "other": 0.26}
+
+    def head(layer, shares):
+        top = max(shares, key=shares.get)
+        return [{"layer": layer, "head": 0, "role": role, "share": s, "share_lo": s - 0.02, "share_hi": s + 0.02,
+                 "chance": chance[role], "prompts": 100, "top": role == top} for role, s in shares.items()]
+
+    # A head on the name (0.6 of its attention, but names are half the prompt) is no specialist;
+    # one on the attribute word (0.4 against 0.06) is.
+    rows = head(0, {"name": 0.6, "attribute": 0.1, "previous": 0.05, "first": 0.05, "self": 0.05, "other": 0.15})
+    rows += head(1, {"name": 0.3, "attribute": 0.4, "previous": 0.05, "first": 0.05, "self": 0.05, "other": 0.15})
+    drawn = heads(_Tables({"heads.parquet": pd.DataFrame(rows)}), model="m")
+    plt.close(drawn.figure)
+    assert drawn.verdict.startswith("Not resolved: 1 role(s)")
+    rows += head(2, {"name": 0.2, "attribute": 0.05, "previous": 0.5, "first": 0.05, "self": 0.05, "other": 0.15})
+    drawn = heads(_Tables({"heads.parquet": pd.DataFrame(rows)}), model="m")
+    plt.close(drawn.figure)
+    assert drawn.verdict.startswith("Supported: heads specialise in 2 different roles")
+    assert "attribute: L1 H0" in drawn.verdict and "previous: L2 H0" in drawn.verdict and "name" not in drawn.verdict
