@@ -9,9 +9,11 @@ and, as a control, with another never-seen person's biography in its place (the 
 there to read). The weights are hashed before and after: answering from the context changes no
 parameter, so whatever the model got right it got from the prompt alone.
 
-    >>> conditions = CONDITIONS
-    >>> conditions
-    ('none', 'context', 'other_context')
+    >>> model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, d_model=8))
+    >>> before = weights_hash(model)
+    >>> _ = model(torch.tensor([[1, 2, 3]]))
+    >>> weights_hash(model) == before, len(before)
+    (True, 16)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 from nextlab.data.corpus import render_biography
 from nextlab.data.templates import ANSWER_TOKEN, QUESTION_TOKEN, question
+from nextlab.model import GPT, GPTConfig  # noqa: F401  (the docstring's example)
 from nextlab.tokenizer import BOS_ID
 
 CONDITIONS = ("none", "context", "other_context")
@@ -65,26 +68,22 @@ def answer_in_context(model: torch.nn.Module, tokenizer: Any, codec: Any, items:
                       max_answer_tokens: int) -> list[dict[str, Any]]:
     """Greedy answers to every item under each condition, graded against the biography's value
     (`"skipped"` where the prompt does not fit the model's context window)."""
-    from nextlab.generate import generate
-    from nextlab.qa.grading import grade
+    from nextlab.config.mechanisms import DecodingStrategy
+    from nextlab.mechanisms.decoding import sample
+    from nextlab.qa.codec import graded
 
+    greedy = DecodingStrategy(name="greedy", temperature=0.0)
     block_size = model.config.block_size
     rows = []
     for condition in CONDITIONS:
         prompts = [context_prompt(tokenizer, None if condition == "none" else item[condition], item["question"])
                    for item in items]
         fits = [i for i, p in enumerate(prompts) if len(p) + max_answer_tokens <= block_size]
-        answers: dict[int, tuple[str, bool]] = {}
-        for start in range(0, len(fits), 64):
-            chunk = fits[start : start + 64]
-            result = generate(model, [prompts[i] for i in chunk], max_new_tokens=max_answer_tokens)
-            for i, tokens in zip(chunk, result.tokens):
-                decoded = codec.decode(tokens)
-                answers[i] = (decoded.answer, decoded.finished)
+        completions = sample(model, [prompts[i] for i in fits], greedy, max_answer_tokens, seed=0)
+        answers = {i: codec.decode(tokens) for i, tokens in zip(fits, completions)}
         for i, item in enumerate(items):
-            answer, finished = answers.get(i, ("", False))
+            decoded = answers.get(i)
             rows.append({"condition": condition, "person_id": item["person_id"], "attribute": item["attribute"],
-                         "prompt_tokens": len(prompts[i]), "answer": answer,
-                         "grade": "skipped" if i not in answers else
-                         grade(answer, item["answer"]) if finished else "wrong"})
+                         "prompt_tokens": len(prompts[i]), "answer": "" if decoded is None else decoded.answer,
+                         "grade": "skipped" if decoded is None else graded(decoded, item["answer"])})
     return rows

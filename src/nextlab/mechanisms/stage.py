@@ -1,4 +1,4 @@
-"""The mechanisms stage: one job per model, three experiments on its trained weights.
+"""The mechanisms stage: one job per model, four experiments on its trained weights.
 
 Job outputs in `out_dir` (results/<study>/mechanisms/<model>/):
 
@@ -38,8 +38,7 @@ from nextlab.mechanisms.decoding import distinct_n, repetition, sample, stated_v
 from nextlab.mechanisms.heads import ATTRIBUTE_WORDS, ROLES, head_table, prompt_roles, query_attention, role_shares
 from nextlab.mechanisms.in_context import answer_in_context, in_context_items, weights_hash
 from nextlab.provenance import data_hash_of, provenance
-from nextlab.qa.codec import QACodec
-from nextlab.qa.grading import grade
+from nextlab.qa.codec import QACodec, graded
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
 from nextlab.tokenizer import BOS_ID
 from nextlab.train.checkpoint import load_checkpoint
@@ -88,7 +87,7 @@ def decode_questions(model: Any, codec: QACodec, qa: pd.DataFrame, study: Study)
                 decoded = codec.decode(tokens)
                 out.append({"strategy": strategy.name, "sample": k, "question_id": row.question_id,
                             "mentions": int(row.mentions), "seen": bool(row.seen), "answer": decoded.answer,
-                            "grade": grade(decoded.answer, row.answer) if decoded.finished else "wrong"})
+                            "grade": graded(decoded, row.answer)})
     return pd.DataFrame(out)
 
 

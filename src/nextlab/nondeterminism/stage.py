@@ -49,8 +49,7 @@ from nextlab.nondeterminism.prompts import (
 )
 from nextlab.nondeterminism.study import Models, Runner, unique_completions
 from nextlab.provenance import data_hash_of, provenance
-from nextlab.qa.codec import QACodec
-from nextlab.qa.grading import grade
+from nextlab.qa.codec import QACodec, graded
 from nextlab.qa.inputs import checked_checkpoint, read_qa, tokenizer_and_hash
 from nextlab.tokenizer import EOS_ID
 from nextlab.train.device import resolve_device
@@ -162,7 +161,7 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
         if prompt.kind != "qa":
             return None
         decoded = codec.decode(truncate(tokens, EOS_ID))
-        return grade(decoded.answer, prompt.gold) if decoded.finished else "wrong"
+        return graded(decoded, prompt.gold)
 
     start = time.perf_counter()
     window = window_for(study.models[model_name].block_size, max(len(t.tokens) for t in pool), p.max_new_tokens)

@@ -54,8 +54,8 @@ from nextlab.posttrain.sft import Example, SFTConfig, finetune, mean_answer_loss
 from nextlab.progress import bar as progress_bar
 from nextlab.provenance import provenance
 from nextlab.qa.answers import candidate_columns, greedy_answers
-from nextlab.qa.codec import QACodec, answer_end
-from nextlab.qa.grading import grade, is_abstention
+from nextlab.qa.codec import QACodec, answer_end, graded
+from nextlab.qa.grading import is_abstention
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
 from nextlab.tokenizer.bpe import CONFIDENCE_ID
 from nextlab.train.checkpoint import save_checkpoint
@@ -157,12 +157,12 @@ def start_stage_of(scheme: Scheme) -> str:
 
 
 def reward_fn_for(scheme: Scheme, codec: QACodec, golds: list[str], record: list[tuple[int, str]]):
-    """The policy gradient's reward callable: decode, grade, reward. An answer that never ended
-    (no <|eos|> within the token budget) is graded wrong: rambling is not an answer."""
+    """The policy gradient's reward callable: decode, grade (`graded`: an answer that never ended
+    is wrong), reward."""
 
     def fn(i: int, tokens: list[int]) -> tuple[float, str]:
         decoded = codec.decode(tokens)
-        g = grade(decoded.answer, golds[i]) if decoded.finished else "wrong"
+        g = graded(decoded, golds[i])
         record.append((i, g))
         return reward(scheme, g, decoded.stated), g
 

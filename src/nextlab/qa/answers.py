@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from nextlab.data.world import IDK
 from nextlab.generate import EOS_ID, PAD_ID, generate
 from nextlab.progress import bar as progress_bar
-from nextlab.qa.codec import QACodec, answer_end
+from nextlab.qa.codec import QACodec, answer_end, graded
 from nextlab.qa.grading import grade, is_abstention, normalize
 from nextlab.tokenizer.bpe import CONFIDENCE_ID
 
@@ -59,7 +59,7 @@ def greedy_answers(
         for i in range(len(prompts)):
             decoded = codec.decode(out.tokens[i])
             end = answer_end(out.tokens[i])
-            g = grade(decoded.answer, golds[start + i]) if decoded.finished else "wrong"
+            g = graded(decoded, golds[start + i])
             rows.append({
                 "answer": decoded.answer.strip(),
                 "grade": g,

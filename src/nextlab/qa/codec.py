@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from nextlab.qa.grading import split_confidence
+from nextlab.qa.grading import Grade, grade, split_confidence
 from nextlab.tokenizer import BOS_ID, EOS_ID
 from nextlab.tokenizer.bpe import ANSWER_ID, CONFIDENCE_ID, QUESTION_ID
 
@@ -69,6 +69,12 @@ class QACodec:
             answer_ids, stated = body, None
         answer = self.tokenizer.decode(answer_ids, skip_special_tokens=True)
         return Decoded(answer=answer, stated=stated, answer_tokens=len(answer_ids), finished=finished)
+
+
+def graded(decoded: Decoded, gold: str) -> Grade:
+    """The grade of a decoded answer. One that never ended (no <|eos|> within the token budget) is
+    wrong: rambling is not an answer."""
+    return grade(decoded.answer, gold) if decoded.finished else "wrong"
 
 
 def answer_end(tokens: list[int]) -> int:
