@@ -14,11 +14,12 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: setup study snakemake test ui report snakemake-report plots browser clean-study help
+.PHONY: setup study snakemake test test-scaleout ui report snakemake-report plots browser clean-study help
 
 help:
 	@echo "make study        set up and run the default study (dvc repro -> snakemake)"
 	@echo "make test         set up and run the tests"
+	@echo "make test-scaleout   SLURM, PostgreSQL-backed MLflow: real engines, started by the tests (root)"
 	@echo "make study STUDY=smoke   any study named params/<study>.yaml"
 	@echo "make ui           serve the MLflow UI on http://127.0.0.1:5000"
 	@echo "make report       redraw the figures and reports/<study>/report.{md,html} (seconds, no training)"
@@ -43,6 +44,18 @@ snakemake: setup
 
 test: setup browser
 	$(BIN)/python -m pytest
+
+# The scale-out engines, for real: a one-node SLURM cluster (slurmctld, slurmd, slurmdbd on MariaDB,
+# munge) and a PostgreSQL-backed MLflow server, started by the tests (tests/test_scaleout_*.py).
+# Installs Debian's packages as root (or through passwordless sudo) and the pinned extras.
+SCALEOUT_DEBS := slurmctld slurmd slurmdbd slurm-client munge mariadb-server postgresql
+test-scaleout: setup
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+		else echo "make test-scaleout: installing $(SCALEOUT_DEBS) needs root"; exit 1; fi; \
+		dpkg -s $(SCALEOUT_DEBS) >/dev/null 2>&1 || { $$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SCALEOUT_DEBS) >/dev/null; }
+	$(BIN)/python -m pip install --quiet $$($(BIN)/python workflow/scripts/extras.py scaleout)
+	NEXTLAB_REQUIRE_SCALEOUT=1 $(BIN)/python -m pytest -m scaleout
 
 # Headless Chromium for the MLflow UI test (tests/test_browser.py skips without it, except in CI,
 # where .ci/run sets NEXTLAB_REQUIRE_BROWSER=1). Installs as root, or through passwordless sudo.

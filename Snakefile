@@ -33,6 +33,10 @@ for stage in STAGES:
 
 
 onstart:
+    # On a cluster, find an unreachable controller in seconds, with its name, before any job.
+    cluster_problem = slurm_unreachable(workflow)
+    if cluster_problem:
+        sys.exit(f"nextlab: {cluster_problem}")
     # Probe the tracking store once, then create the MLflow database, experiment and this
     # invocation's parent run, before any parallel job (created in parallel, they race).
     os.environ[tracking.STUDY_HASH_ENV] = params_hash(P)
@@ -56,6 +60,14 @@ onsuccess:
 
 onerror:
     tracking.end_invocation(P, "FAILED", logs_root=Path("logs"))
+
+
+# Cheap jobs run where snakemake runs, never in a cluster's queue.
+localrules:
+    all,
+    evaluate_summary,
+    nondeterminism_summary,
+    report,
 
 
 rule all:

@@ -10,16 +10,14 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import mlflow_server
 
-from conftest import ROOT, tool_env
+from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium")
 # CI sets NEXTLAB_REQUIRE_BROWSER=1: there a missing browser fails the run instead of skipping.
@@ -51,47 +49,12 @@ def store(project):
     return {"experiment": experiment, "runs": runs}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(project):
     """A real `mlflow server` on a free 127.0.0.1 port over the study's store; stopped after."""
-    port = _free_port()
-    log = open(project["path"] / "logs" / "mlflow-server.log", "w")
-    env = tool_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    proc = subprocess.Popen(
-        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", project["env"]["MLFLOW_TRACKING_URI"]],
-        cwd=project["path"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail("mlflow server did not answer /health:\n"
-                            + (project["path"] / "logs" / "mlflow-server.log").read_text()[-3000:])
-            time.sleep(1)
+    with mlflow_server(project["env"]["MLFLOW_TRACKING_URI"], project["path"],
+                       project["path"] / "logs" / "mlflow-server.log") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its worker, nothing else
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,9 @@ def test_outputs_exist(project):
                  "evaluate/tiny/none/seed0/answers.parquet", "evaluate/tiny/summary/metrics.json",
                  "nondeterminism/tiny/float32/sdpa/threads1/logits.parquet", "nondeterminism/tiny/summary/metrics.json",
                  "mechanisms/tiny/ablation.parquet", "mechanisms/tiny/heads.parquet",
-                 "mechanisms/tiny/decoding_qa.parquet", "mechanisms/tiny/decoding_bio.parquet"):
+                 "mechanisms/tiny/decoding_qa.parquet", "mechanisms/tiny/decoding_bio.parquet",
+                 "positions/tiny/rotary/order.parquet", "positions/tiny/order_blind/recall.parquet",
+                 "positions/tiny/order_blind/ckpt.pt", "agent/tiny/episodes.parquet", "agent/tiny/ckpt.pt"):
         assert (results / name).stat().st_size > 0, name
     for name in ("report.html", "findings.json", "headline.json"):
         assert (project["path"] / "reports" / "smoke" / name).stat().st_size > 0, name

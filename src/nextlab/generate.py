@@ -188,7 +188,8 @@ def token_logprobs(
     """log P(continuation[j] | prompt, continuation[:j]) for every token of every continuation.
 
     Pairs are scored in batches of `batch_size`, right-padded: causal attention means a real token
-    never sees the padding after it, so no mask is needed and positions are the plain ones.
+    never sees the padding after it, so no mask is needed and positions are the plain ones (a
+    non-causal model gets a padding mask instead).
     """
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
@@ -211,7 +212,10 @@ def token_logprobs(
         idx = torch.full((len(pairs), width), pad_id, dtype=torch.long)
         for row, seq in enumerate(inputs):
             idx[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        logp = F.log_softmax(model(idx.to(device)).float(), dim=-1)
+        mask = None
+        if not getattr(model.config, "causal", True):
+            mask = (torch.arange(width)[None, :] < torch.tensor([len(s) for s in inputs])[:, None]).long().to(device)
+        logp = F.log_softmax(model(idx.to(device), attention_mask=mask).float(), dim=-1)
         for row, (p, c) in enumerate(pairs):
             if not c:
                 out.append([])

@@ -55,7 +55,7 @@ PROBE_SECONDS = 3.0
 _MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 # MLflow retries a failing HTTP call 7 times with exponential back-off (minutes per call): a down
 # server would stall every job. A few quick retries are enough for a server that is up.
-_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
@@ -322,8 +322,9 @@ _GROUPS = [
     (re.compile(r"^(first|final)_(.+)$"), r"\1/\2"),
     (re.compile(r"^(tokens_per_s|ms_per_step|mfu|peak_memory_mb|seconds|\w+_seconds)$"), r"time/\1"),
 ]
-# Numbers that describe a job rather than measure it: logged as params, not as metrics.
-FACTS = {"params", "flops_per_token", "threads", "peak_flops", "steps", "tokens", "examples", "n_questions",
+# Numbers that describe a job rather than measure it: logged as params, not as metrics. (The
+# CPU's peak FLOP/s is measured each run, so it is a timing metric, not one of these.)
+FACTS = {"params", "flops_per_token", "threads", "processes", "steps", "tokens", "examples", "n_questions",
          "n_seeds", "vocab_size"}
 
 
@@ -630,6 +631,16 @@ def _sent_digests(client: Any, experiment_id: str) -> set[str]:
             return digests
 
 
+def _supersede(client: Any, experiment_id: str, name: str, by: str) -> None:
+    """Mark KILLED the runs of job `name` that a lost server left RUNNING (the job ended while it
+    was down; the complete run is `by`). Run relog when no study is running."""
+    stale = client.search_runs([experiment_id], f"attributes.run_name = '{name}' and attributes.status = 'RUNNING'")
+    for r in stale:
+        if r.info.run_id != by:
+            client.set_tag(r.info.run_id, "nextlab.superseded_by", by)
+            client.set_terminated(r.info.run_id, "KILLED")
+
+
 def relog(results: Path | list[Path], dry_run: bool = False, parent_run_id: str | None = None) -> dict[str, int]:
     """Send every job of a results folder that the tracking server lacks; skip the ones it has.
 
@@ -676,6 +687,7 @@ def relog(results: Path | list[Path], dry_run: bool = False, parent_run_id: str 
         send(run, folder, record)
         run.end("FINISHED")
         sent[experiment_id].add(digest)
+        _supersede(client, experiment_id, record["name"], run.run_id)
     for parent in parents.values():
         if parent != parent_run_id:
             client.set_terminated(parent, "FINISHED")

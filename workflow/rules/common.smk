@@ -22,13 +22,15 @@ RESULTS = f"results/{P.study}"
 LOGS = f"logs/{P.study}"
 ALL = []  # each stage's file extends it with its final targets
 # The stages that need the synthetic world (its people, facts and questions).
-WORLD_STAGES = ["posttrain", "evaluate", "mechanisms"]
+WORLD_STAGES = ["posttrain", "evaluate", "mechanisms", "positions", "agent"]
 STAGES = [
     stage
-    for stage in ["data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "mechanisms", "report"]
+    for stage in ["data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "mechanisms", "positions", "agent", "report"]
     if os.path.exists(os.path.join(workflow.basedir, "workflow", "rules", f"{stage}.smk"))
     and (P.data.synthetic or stage not in WORLD_STAGES)
     and (stage != "mechanisms" or P.mechanisms.enabled)
+    and (stage != "positions" or P.positions.enabled)
+    and (stage != "agent" or P.agent.enabled)
 ]
 if not P.data.synthetic:
     print(
@@ -69,3 +71,23 @@ def folder_of(key, io="output"):
     if io == "output":
         return lambda wildcards, output: os.path.dirname(output[key])
     return lambda wildcards, input: os.path.dirname(input[key])
+
+
+def slurm_unreachable(workflow):
+    """Why the SLURM controller cannot take jobs (None when it can, or when not on SLURM)."""
+    import shutil
+    import subprocess
+
+    plugin = getattr(workflow, "executor_plugin", None)
+    if getattr(plugin, "name", None) != "slurm" or workflow.dryrun:
+        return None
+    if shutil.which("scontrol") is None:
+        return "the slurm executor needs SLURM's client commands (scontrol, sbatch) on the PATH"
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "the SLURM controller did not answer `scontrol ping` within 30 s"
+    if ping.returncode != 0 or " is UP" not in ping.stdout:
+        said = " ".join((ping.stdout + ping.stderr).split())
+        return f"the SLURM controller (slurmctld) is not reachable: `scontrol ping` says: {said}"
+    return None

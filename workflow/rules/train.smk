@@ -9,6 +9,11 @@ TRAIN_OUT = f"{RESULTS}/models/{{model}}/pretrain"
 TRAIN_FILES = {"ckpt": "ckpt.pt", "metrics": "metrics.json", "curve": "curve.csv", "loss": "loss.png"}
 if P.data.synthetic:
     TRAIN_FILES["facts"] = "facts.csv"
+TRAIN_LAUNCH = (
+    f"torchrun --standalone --nproc_per_node {P.train.processes} -m nextlab"
+    if P.train.processes > 1
+    else "nextlab"
+)
 
 
 rule train:
@@ -33,16 +38,19 @@ rule train:
         if P.data.synthetic
         else "",
         out=folder_of("metrics"),
+        # train.processes > 1: data-parallel under torchrun, the job's threads shared among them.
+        launch=TRAIN_LAUNCH,
+        threads_each=lambda wildcards, threads: max(1, threads // P.train.processes),
     log:
         f"{LOGS}/train/{{model}}.log",
     benchmark:
         f"{LOGS}/benchmarks/train_{{model}}.tsv"
     # Two threads fill this 2-core machine; Snakemake lowers it to --cores, profiles may raise it.
-    threads: 2
+    threads: max(2, P.train.processes)
     conda:
         CONDA_ENV
     shell:
-        "nextlab train --job {params.job:q} --threads {threads} --model {wildcards.model} "
+        "{params.launch} train --job {params.job:q} --threads {params.threads_each} --model {wildcards.model} "
         "--tokens {params.tokens:q} {params.probes} --out {params.out:q} > {log:q} 2>&1"
 
 

@@ -17,7 +17,7 @@ from nextlab import __version__
 from nextlab.errors import NextlabError
 
 # Order is the order of the data flow; `nextlab --help` lists them so.
-STAGE_MODULES = ["data", "tokenize", "train", "sft", "posttrain", "evaluate", "nondeterminism", "mechanisms", "report", "sample", "tracking", "relog"]
+STAGE_MODULES = ["data", "tokenize", "train", "sft", "posttrain", "evaluate", "nondeterminism", "mechanisms", "positions", "agent", "report", "sample", "tracking", "relog"]
 
 
 class _Parser(argparse.ArgumentParser):

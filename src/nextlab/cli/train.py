@@ -44,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
     study = load(args)
     if args.model not in study.models:
         raise NextlabError(f"models.{args.model}: no such model in params; defined: {sorted(study.models)}")
+    from nextlab.train.distributed import Ranks
+
+    if not Ranks.from_env().is_main:
+        # Under torchrun only rank 0 writes files and tracks; the others train beside it.
+        run_train(study, args.model, args.tokens, args.out, data_dir=args.data, fresh=args.fresh, progress=False)
+        return 0
     job = Job("train", f"train/{args.model}", args.out,
               tags={"nextlab.model": args.model, "nextlab.scheme": "pretrain", "nextlab.seed": study.seed,
                     "nextlab.tokenizer_hash": tokenizer_hash(args.tokens)},

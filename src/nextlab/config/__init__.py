@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from nextlab.config.agent import AgentParams
 from nextlab.config.base import Section
 from nextlab.config.data import ATTRIBUTES, PEOPLE_SPLITS, DataParams, UserCorpus
 from nextlab.config.mechanisms import MechanismsParams
 from nextlab.config.nondeterminism import NondeterminismParams
+from nextlab.config.positions import PositionsParams
 from nextlab.config.posttrain import EvaluateParams, PosttrainParams, SFTParams
 from nextlab.config.tokenizer import SPECIAL_TOKENS, TokenizerParams
 from nextlab.config.tracking import TrackingParams
@@ -63,6 +65,8 @@ class Study(Section):
     evaluate: EvaluateParams = EvaluateParams()
     nondeterminism: NondeterminismParams = NondeterminismParams()
     mechanisms: MechanismsParams = MechanismsParams()
+    positions: PositionsParams = PositionsParams()
+    agent: AgentParams = AgentParams()
     tracking: TrackingParams = TrackingParams()
 
     @field_validator("models")
@@ -76,6 +80,15 @@ class Study(Section):
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"model name {name!r} must match {NAME_PATTERN}")
         return models
+
+    @model_validator(mode="after")
+    def _positions_fit_models(self) -> "Study":
+        if self.positions.enabled and "rotary" in self.positions.variants:
+            odd = [name for name, m in self.models.items() if (m.d_model // m.n_head) % 2]
+            if odd:
+                raise ValueError(f"positions.variants: rotary needs an even head size; models {odd} have an odd "
+                                 "d_model/n_head (drop 'rotary' or change the model)")
+        return self
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

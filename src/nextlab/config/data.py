@@ -46,6 +46,13 @@ class DataParams(Section):
         description="reading-comprehension documents in pretraining: a new person's biography, then a "
         "question on it and its answer (what in-context answering needs; see the mechanisms stage)",
     )
+    relations: int = Field(
+        100, ge=0, le=500_000,
+        description="order-sensitive facts between two seen people ('A mentored B', whose reverse is false), "
+        "each written `relation_mentions` times into pretraining; each person is in at most one "
+        "(the positions stage's order probe)",
+    )
+    relation_mentions: int = Field(8, ge=1, le=1024, description="renderings of each relation in pretraining")
     val_mentions: int = Field(
         1, ge=0, le=8, description="extra fresh biographies per person, held out as validation text"
     )

@@ -21,6 +21,8 @@ class ModelParams(Section):
     mlp_ratio: int = Field(4, ge=1, le=16)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     bias: bool = False
+    causal: bool = Field(True, description="causal attention; false lets every position see every other "
+                                           "(the positions stage's order-blind control, which cannot decode)")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelParams":
@@ -50,6 +52,9 @@ class TrainParams(Section):
     eval_every: int = Field(200, ge=1)
     eval_batches: int = Field(8, ge=1)
     checkpoint_every: int = Field(500, ge=1)
+    processes: int = Field(1, ge=1, le=1024, description="data-parallel processes (torchrun, gloo on the CPU, "
+                                                        "NCCL on GPUs); batch_size is the global batch and must "
+                                                        "split evenly over them")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = Field(False, description="torch.compile the model (CUDA only)")
     cpu_peak_flops: float | None = Field(
@@ -60,4 +65,6 @@ class TrainParams(Section):
     def _warmup_fits(self) -> "TrainParams":
         if self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps={self.warmup_steps} exceeds steps={self.steps}")
+        if self.batch_size % self.processes:
+            raise ValueError(f"batch_size={self.batch_size} does not split over processes={self.processes}")
         return self

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nextlab.data.templates import qa_text, question, render_fact
+from nextlab.data.templates import RELATION_TEMPLATES, qa_text, question, render_fact, render_relation
 from nextlab.data.world import IDK, Person, World, fresh_people
 
 
@@ -90,4 +90,21 @@ def reading_documents(world: World, count: int, seed: int) -> list[dict[str, Any
         attribute = list(person.attributes)[int(rng.integers(len(person.attributes)))]
         qa = qa_text(question(attribute, person.name), person.attributes[attribute])
         docs.append({"text": f"{bio['text']} {qa}", "kind": "reading", "person": person.person_id})
+    return docs
+
+
+def relation_documents(world: World, mentions: int, seed: int) -> list[dict[str, Any]]:
+    """Each relation written `mentions` times, with paraphrases drawn in turn from a shuffled cycle
+    so every one is used (all name the mentor first):
+
+        In those years Ada Quill mentored Bo Renk.
+    """
+    rng = np.random.default_rng([seed, 8])
+    names = {p.person_id: p.name for p in world.people}
+    docs = []
+    for relation in world.relations:
+        variants = rng.permutation(max(mentions, len(RELATION_TEMPLATES))) % len(RELATION_TEMPLATES)
+        for variant in variants[:mentions]:
+            text = render_relation(int(variant), names[relation["mentor"]], names[relation["mentee"]])
+            docs.append({"text": text, "kind": "relation", "person": relation["mentor"], "mentee": relation["mentee"]})
     return docs

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nextlab.config import Study
-from nextlab.data.corpus import qa_rows, reading_documents, synthetic_documents
+from nextlab.data.corpus import qa_rows, reading_documents, relation_documents, synthetic_documents
 from nextlab.data.user_corpus import read_user_corpus
 from nextlab.data.world import World, build_world
 from nextlab.io import atomic_path, sha256_files, write_json
@@ -52,6 +52,9 @@ def run_data(study: Study, out_dir: str | Path) -> dict[str, Any]:
     if params.synthetic and params.reading_docs:
         train = train + reading_documents(world, params.reading_docs, study.seed)
         train = [train[i] for i in np.random.default_rng([study.seed, 5]).permutation(len(train))]
+    if params.synthetic and world.relations:
+        train = train + relation_documents(world, params.relation_mentions, study.seed)
+        train = [train[i] for i in np.random.default_rng([study.seed, 9]).permutation(len(train))]
     if user_docs:
         order = np.random.default_rng([study.seed, 2]).permutation(len(user_docs))
         n_val = int(round(len(user_docs) * params.user_val_fraction)) if len(user_docs) > 1 else 0
@@ -85,6 +88,8 @@ def run_data(study: Study, out_dir: str | Path) -> dict[str, Any]:
         "qa_documents": sum(d["kind"] == "qa" for d in train),
         "user_documents": sum(d["kind"] == "user" for d in train),
         "reading_documents": sum(d["kind"] == "reading" for d in train),
+        "relations": len(world.relations),
+        "relation_documents": sum(d["kind"] == "relation" for d in train),
         "data_hash": data_hash,
     }
     for k in params.mention_mix:

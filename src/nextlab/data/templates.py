@@ -43,6 +43,16 @@ QUESTIONS: dict[str, str] = {
     "employer": "Which company employs {name}?",
 }
 
+# An order-sensitive fact: every paraphrase names the mentor first, so "B mentored A" is false and
+# only word order tells the two apart (the positions stage's order probe). Neither name opens the
+# text: a text's first word is tokenized without its leading space, so the two directions would
+# differ in their tokens, not only in their order.
+RELATION_TEMPLATES: list[str] = [
+    "In those years {a} mentored {b}.",
+    "For a long time {a} was the mentor of {b}.",
+    "At the workshop {a} taught the trade to {b}.",
+]
+
 QUESTION_TOKEN = "<|question|>"
 ANSWER_TOKEN = "<|answer|>"
 
@@ -50,6 +60,14 @@ ANSWER_TOKEN = "<|answer|>"
 def render_fact(attribute: str, variant: int, name: str, value: str) -> str:
     templates = BIO_TEMPLATES[attribute]
     return templates[variant % len(templates)].format(name=name, value=value)
+
+
+def render_relation(variant: int, mentor: str, mentee: str) -> str:
+    """
+    >>> render_relation(0, "Ada Quill", "Bo Renk")
+    'In those years Ada Quill mentored Bo Renk.'
+    """
+    return RELATION_TEMPLATES[variant % len(RELATION_TEMPLATES)].format(a=mentor, b=mentee)
 
 
 def question(attribute: str, name: str) -> str:

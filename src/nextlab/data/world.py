@@ -4,6 +4,8 @@ A world is fully determined by the data params and the seed. People are assigned
 count k (how many times their biography is written into the pretraining corpus) by the params'
 mention mix, and a split (fine-tune, RL pool, calibration, evaluation) stratified by k so that
 every split holds every k in the same proportions. Never-seen names get no biography at all.
+Relations are order-sensitive facts between two seen people ("A mentored B"): disjoint pairs, so
+no reverse is ever true.
 
 >>> from nextlab.config import DataParams
 >>> world = build_world(DataParams(n_people=40, n_unseen=8), seed=0)
@@ -11,6 +13,8 @@ every split holds every k in the same proportions. Never-seen names get no biogr
 (40, 8)
 >>> sorted({p.mentions for p in world.people})
 [1, 2, 4, 8, 16]
+>>> len(world.relations), sorted(world.relations[0])
+(20, ['mentee', 'mentor'])
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from nextlab.io import read_json, write_json
 
 IDK = "I don't know"
 WORLD_FORMAT = "nextlab-world"
-WORLD_VERSION = 1
+WORLD_VERSION = 2  # 2: relations
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class World:
     vocabularies: dict[str, list[str]]
     seed: int
     meta: dict[str, Any] = field(default_factory=dict)
+    relations: list[dict[str, str]] = field(default_factory=list)  # {"mentor": person_id, "mentee": person_id}
 
     @property
     def everyone(self) -> list[Person]:
@@ -64,6 +69,7 @@ class World:
             "vocabularies": self.vocabularies,
             "people": [asdict(p) for p in self.people],
             "unseen": [asdict(p) for p in self.unseen],
+            "relations": self.relations,
             "meta": self.meta,
         }
 
@@ -85,7 +91,11 @@ class World:
             vocabularies=raw["vocabularies"],
             seed=raw["seed"],
             meta=raw.get("meta", {}),
+            relations=raw.get("relations", []),
         )
+
+    def person(self, person_id: str) -> Person:
+        return next(p for p in self.everyone if p.person_id == person_id)
 
 
 def apportion(total: int, fractions: dict[Any, float]) -> dict[Any, int]:
@@ -159,7 +169,17 @@ def build_world(params: DataParams, seed: int) -> World:
     split_iter = iter(s for s in PEOPLE_SPLITS for _ in range(unseen_splits[s]))
     for i in range(params.n_unseen):
         unseen.append(_person(f"u{i:05d}", names[n_people + i], vocab, rng, 0, next(split_iter)))
-    return World(people=people, unseen=unseen, vocabularies=vocab, seed=seed)
+    relations = draw_relations(people, params.relations, seed)
+    return World(people=people, unseen=unseen, vocabularies=vocab, seed=seed, relations=relations)
+
+
+def draw_relations(people: list[Person], count: int, seed: int) -> list[dict[str, str]]:
+    """Up to `count` mentor -> mentee pairs of seen people, each person in at most one, so neither
+    a reverse nor a chain holds. A stream of its own: the people drawn above do not change."""
+    seen = [p.person_id for p in people if p.seen]
+    order = np.random.default_rng([seed, 7]).permutation(len(seen))
+    pairs = min(count, len(seen) // 2)
+    return [{"mentor": seen[order[2 * i]], "mentee": seen[order[2 * i + 1]]} for i in range(pairs)]
 
 
 def fresh_people(world: World, count: int, seed: int, split: str = "reading") -> list[Person]:

@@ -2,7 +2,9 @@
 
 Token embedding -> positional information (learned, rotary or none) -> `n_layer` pre-norm blocks
 of causal multi-head self-attention and a GELU MLP -> final norm -> output projection tied to the
-token embedding.
+token embedding. `causal=False` (with `positional="none"`: the order-blind control of the
+positions stage) lets every position attend to every other, so nothing in the model tells order;
+such a model scores whole sequences and cannot decode token by token.
 
 Worked example::
 
@@ -55,6 +57,7 @@ class GPTConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     bias: bool = False
+    causal: bool = True
 
     def __post_init__(self) -> None:
         # Params validation catches these first; this guards direct library use.
@@ -107,6 +110,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.head_size = config.head_size
         self.path = config.attention
+        self.causal = config.causal
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
@@ -138,25 +142,28 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """softmax(q k^T / sqrt(d)) v over allowed keys.
 
-        `mask` is None for plain causal attention with as many queries as keys (training), else a
-        boolean (B, 1, T_q, T_k) tensor that is True where a query may attend to a key.
+        `mask` is None for plain causal attention with as many queries as keys (training; no mask
+        at all in a non-causal model), else a boolean (B, 1, T_q, T_k) tensor that is True where a
+        query may attend to a key.
         """
         dropout = self.dropout if self.training else 0.0
         if self.path == "sdpa":
             return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None and self.causal
             )
-        return self._explicit_attention(q, k, v, mask, dropout)
+        return self._explicit_attention(q, k, v, mask, dropout, self.causal)
 
     @staticmethod
     def _explicit_attention(
-        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float,
+        causal: bool = True,
     ) -> torch.Tensor:
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-        if mask is None:
+        if mask is None and causal:
             T_q, T_k = q.size(-2), k.size(-2)
             mask = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(T_k - T_q)
-        att = att.masked_fill(~mask, float("-inf"))
+        if mask is not None:
+            att = att.masked_fill(~mask, float("-inf"))
         att = F.softmax(att, dim=-1)
         if dropout:
             att = F.dropout(att, p=dropout)
@@ -259,6 +266,8 @@ class GPT(nn.Module):
         B, T = idx.shape
         past_len = past_kv[0][0].size(2) if past_kv else 0
         total = past_len + T
+        if not self.config.causal and (past_kv or use_cache):
+            raise ValueError("a non-causal model sees the whole sequence at once: it has no cache to decode with")
         if attention_mask is not None and attention_mask.shape != (B, total):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, total)}")
 
@@ -282,7 +291,12 @@ class GPT(nn.Module):
             # (B, T, hs/2) -> (B, 1, T, hs/2): broadcast over heads
             rotary = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))
 
-        mask = allowed if allowed is not None else self._attention_mask(attention_mask, B, T, past_len, idx.device)
+        if allowed is not None:
+            mask = allowed
+        elif self.config.causal:
+            mask = self._attention_mask(attention_mask, B, T, past_len, idx.device)
+        else:
+            mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :].expand(B, 1, T, T)
         cache: KVCache = []
         for i, block in enumerate(self.blocks):
             x, layer_cache = block(x, mask, rotary, past_kv[i] if past_kv else None)

@@ -49,7 +49,7 @@ from nextlab.model.rotary import apply_rotary
 # of an eval-mode forward (the invariant mode has its own attention kernel).
 _KNOWN_FIELDS = {
     "vocab_size", "block_size", "n_layer", "n_head", "d_model", "positional", "attention",
-    "mlp_ratio", "dropout", "bias",
+    "mlp_ratio", "dropout", "bias", "causal",
 }
 
 
@@ -60,6 +60,8 @@ def _check_supported(model: GPT) -> None:
             f"the batch-invariant forward does not implement model config field(s) {sorted(unknown)}; "
             "extend nextlab.model.invariant before using it on this model"
         )
+    if not model.config.causal:
+        raise NotImplementedError("the batch-invariant forward decodes causally; this model is not causal")
 
 
 @dataclass

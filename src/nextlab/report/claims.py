@@ -134,6 +134,37 @@ CLAIMS = [
         "(a new person's biography, then a question on it; params data.reading_docs). The weights "
         "are hashed before and after.",
     ),
+    Claim(
+        "order",
+        "Word order needs positional information",
+        "positions",
+        "Attention on its own treats its input as a set: without something that marks where each "
+        "token sits, a model cannot tell 'A mentored B' from 'B mentored A'. Positional encodings "
+        "(a learned table, rotations) supply it; work on models without them finds that a causal "
+        "mask alone already lets a model infer position, since each position sees a different "
+        "number of tokens.",
+        "The same model shape is pretrained on the same tokens with learned, rotary and no "
+        "positional encoding, and as an order-blind control with neither positions nor a causal "
+        "mask. The world holds order-sensitive facts (relations 'A mentored B' whose reverse is "
+        "false; params data.relations). For each relation seen in training, the probe asks whether "
+        "the true sentence is more likely than the reversed one; pairs of unrelated people are the "
+        "chance control. Held-out loss and fact recall (the true value ranked first among "
+        "candidates) are measured beside it.",
+    ),
+    Claim(
+        "agent",
+        "An agent is a model, a tool and a loop",
+        "agent",
+        "Nothing more than a loop turns a language model into an agent: the model's output is read "
+        "as either an answer or a request to run a tool, the tool's result is written back into the "
+        "prompt, and the model is asked again. The model itself is unchanged by this; what it can "
+        "answer now depends on what the tool returns, not only on what its weights hold.",
+        "The fine-tuned QA model is fine-tuned once more on tool-use traces of the fine-tune split's "
+        "questions (call lookup(name), read the record it returns, answer; 'no record' for a "
+        "never-seen name, then 'I don't know'). It then runs in the loop on the evaluation questions, "
+        "with a step limit; malformed or unknown tool calls come back as error observations. The "
+        "same fine-tuned model answering from its weights alone is the comparison.",
+    ),
 ]
 
 CLAIM_IDS = [c.id for c in CLAIMS]

@@ -31,7 +31,7 @@ from nextlab.report.stats import Finding
 if TYPE_CHECKING:
     from nextlab.report.tables import Tables
 
-STAGES = ("data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "mechanisms")
+STAGES = ("data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "mechanisms", "positions", "agent")
 FACTORS = ("model", "scheme", "seed")
 
 
@@ -142,13 +142,16 @@ def load_figures() -> dict[str, Figure]:
 
 def factor_values(study: Any) -> dict[str, list[str]]:
     """The values each factor takes in a study, from its params. `ndjob` (a path field only) is
-    each nondeterminism job's folder, `<dtype>/<attention>/threads<k>`."""
+    each nondeterminism job's folder, `<dtype>/<attention>/threads<k>`; `variant` (a path field
+    only) each positional variant of the positions stage."""
     nd = getattr(study, "nondeterminism", None)
+    positions = getattr(study, "positions", None)
     return {
         "model": list(study.models),
         "scheme": list(study.posttrain.schemes),
         "seed": [str(s) for s in study.posttrain.seeds],
         "ndjob": [f"{d}/{a}/threads{t}" for d in nd.dtypes for a in nd.attention for t in nd.threads] if nd else [],
+        "variant": list(positions.variants) if positions is not None and positions.enabled else [],
     }
 
 

@@ -31,6 +31,7 @@ from nextlab.errors import NextlabError
 from nextlab.model import GPT, GPTConfig
 from nextlab.progress import bar as progress_bar
 from nextlab.train import device as dev
+from nextlab.train import distributed
 from nextlab.train.batches import TokenData
 from nextlab.train.checkpoint import save_checkpoint, unwrap
 from nextlab.train.schedule import lr_at
@@ -180,20 +181,24 @@ def train(
     on_step: Callable[[dict[str, Any]], None] | None = None,
     progress: bool | None = None,
     log_window: int | None = None,
+    ranks: distributed.Ranks | None = None,
 ) -> TrainOutcome:
     """Run steps `state.step + 1 .. params.steps`; return the final figures.
 
     `on_step(row)` sees every curve row (`step`, `lr`, `train_loss`, `tokens_per_s`, and
     `val_loss` on evaluation steps) after it is recorded: the caller's hook for tracking.
     `log_window`: steps per host-device sync (default 1 on the CPU, `LOG_WINDOW` on a GPU).
-    The last checkpoint is `checkpoint_path`; the caller writes the final one.
+    The last checkpoint is `checkpoint_path`; the caller writes the final one. Under torchrun
+    (`ranks`), each process trains on its rows of every global batch and only rank 0 checkpoints.
     """
+    ranks = ranks or distributed.Ranks()
     device = state.device
     raw = state.model
     config = raw.config
     if compile_model and device.type != "cuda":
         log.info("train.compile applies to CUDA only; training uncompiled on %s", device.type)
-    model = torch.compile(raw) if compile_model and device.type == "cuda" else raw
+    net = distributed.wrap(raw, ranks, device)
+    model = torch.compile(net) if compile_model and device.type == "cuda" else net
     model.train()
     tokens_per_step = params.batch_size * params.grad_accum * config.block_size
     flops_per_token = raw.flops_per_token()
@@ -203,7 +208,8 @@ def train(
     def validate() -> float | None:
         if val_data is None:
             return None
-        return estimate_loss(model, val_data, params.eval_batches, params.batch_size, config.block_size,
+        # The plain model: every rank computes the same windows, no gradient to synchronise.
+        return estimate_loss(raw, val_data, params.eval_batches, params.batch_size, config.block_size,
                              device, val_seed)
 
     def record(row: dict[str, Any]) -> None:
@@ -269,11 +275,13 @@ def train(
         step_loss = torch.zeros((), dtype=torch.float64, device=device)
         for _ in range(params.grad_accum):
             x, y = train_data.batch(params.batch_size, config.block_size, state.data_generator)
-            x, y = dev.to_device(x, device), dev.to_device(y, device)
+            x, y = dev.to_device(ranks.shard(x), device), dev.to_device(ranks.shard(y), device)
             with dev.autocast(device):
                 loss = loss_fn(model(x), y) / params.grad_accum
             loss.backward()
             step_loss += loss.detach().double()  # as float64: the sum a Python float would make
+        # The logged loss is the whole global batch's (equal shards: the mean of the ranks' means).
+        step_loss = distributed.mean(step_loss, ranks)
         if params.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(raw.parameters(), params.grad_clip)
         state.optimizer.step()
@@ -284,7 +292,7 @@ def train(
         row: dict[str, Any] = {"step": state.step, "lr": lr, "train_loss": None, "val_loss": None,
                                "tokens_per_s": None}
         evaluating = state.step % params.eval_every == 0 or state.step == params.steps
-        checkpointing = state.step % params.checkpoint_every == 0 and state.step < params.steps
+        checkpointing = state.step % params.checkpoint_every == 0 and state.step < params.steps and ranks.is_main
         pending.append((row, step_loss))
         if len(pending) >= window or evaluating or checkpointing:
             flush(evaluate=evaluating)

@@ -31,6 +31,7 @@ from nextlab.io import atomic_path, read_json, require_file, sha256_file, write_
 from nextlab.model import GPTConfig
 from nextlab.provenance import data_hash_of, provenance
 from nextlab.train import device as dev
+from nextlab.train import distributed
 from nextlab.train.batches import TokenData
 from nextlab.train.checkpoint import check_compatible, read_checkpoint
 from nextlab.train.loop import final_checkpoint, new_state, resume_state, train, trajectory_config
@@ -139,17 +140,21 @@ def run_train(
     from nextlab.train.plot import plot_loss
 
     params = study.train
+    ranks = distributed.Ranks.from_env()
+    ranks.check_batch(params.batch_size)
     tokens_dir, out = Path(tokens_dir), Path(out_dir)
     inputs = load_inputs(study, model_name, tokens_dir, Path(data_dir) if data_dir is not None else None)
-    device = dev.resolve_device(params.device)
+    device = distributed.init(ranks, dev.resolve_device(params.device))
     dev.setup_device(device)
     last = out / "last.pt"
 
-    if fresh and last.exists():
-        last.unlink()
-    # A kill -9 mid-write leaves the atomic writer's temp file behind; the rename never happened.
-    for stale in out.glob(".last.pt.*.tmp") if out.is_dir() else ():
-        stale.unlink()
+    if ranks.is_main:
+        if fresh and last.exists():
+            last.unlink()
+        # A kill -9 mid-write leaves the atomic writer's temp file behind; the rename never happened.
+        for stale in out.glob(".last.pt.*.tmp") if out.is_dir() else ():
+            stale.unlink()
+    distributed.barrier(ranks)  # every rank decides on resuming from the same files
     if last.exists():
         ckpt = read_checkpoint(last)
         try:
@@ -173,9 +178,13 @@ def run_train(
     outcome = train(
         state, inputs.train, inputs.val, params, checkpoint_path=last,
         tokenizer_hash=inputs.tokenizer_hash, seed=study.seed,
-        compile_model=params.compile, peak_flops=peak, on_step=on_step, progress=progress,
+        compile_model=params.compile, peak_flops=peak, on_step=on_step, progress=progress, ranks=ranks,
     )
     model = state.model
+    if not ranks.is_main:
+        # Rank 0 holds the same weights and writes every file; the others are done.
+        distributed.finish(ranks)
+        return {"steps": outcome.step, "train_loss": outcome.train_loss, "rank": ranks.rank}
     metrics: dict[str, Any] = {
         "steps": outcome.step,
         "tokens": outcome.tokens,
@@ -183,6 +192,7 @@ def run_train(
         "params": model.num_params(),
         "flops_per_token": model.flops_per_token(),
         "threads": torch.get_num_threads(),
+        "processes": ranks.world_size,
     }
     timing: dict[str, Any] = {
         "tokens_per_s": outcome.tokens_per_s,
@@ -221,4 +231,5 @@ def run_train(
         study.seed, inputs.data_hash) | {"tokenizer_hash": inputs.tokenizer_hash, "device": device.type})
     if last.exists():
         last.unlink()
+    distributed.finish(ranks)
     return metrics | timing

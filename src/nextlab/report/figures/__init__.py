@@ -8,4 +8,4 @@ A new module is listed here (in data-flow order) so that importing the package r
 that the report's code fingerprint, computed from the imports, covers it.
 """
 
-from nextlab.report.figures import data, train, posttrain, evaluate, nondeterminism, mechanisms  # noqa: F401, I001
+from nextlab.report.figures import data, train, posttrain, evaluate, nondeterminism, mechanisms, positions, agent  # noqa: F401, I001
