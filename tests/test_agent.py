@@ -241,3 +241,12 @@ def test_agent_metrics_and_verdict():
     drawn = loop(Tables(), model="m")
     plt.close(drawn.figure)
     assert drawn.verdict.startswith("Not resolved")
+    # The tool right on every once-seen fact and wrong on the rest; without it, the reverse.
+    table = pd.DataFrame(rows("no_tool", 0) + rows("tool", 0))
+    seen = table["seen"]
+    once = table["mentions"] == 1
+    table.loc[seen & once & (table["condition"] == "tool"), "grade"] = "correct"
+    table.loc[seen & ~once & (table["condition"] == "no_tool"), "grade"] = "correct"
+    drawn = loop(Tables(), model="m")
+    plt.close(drawn.figure)
+    assert drawn.verdict.startswith("Partly supported: the tool lifts the facts the weights hold least"), drawn.verdict

@@ -37,6 +37,7 @@ def loop(tables, model: str) -> Drawn:
     ks = sorted(int(k) for k in table.loc[table["seen"], "mentions"].unique())
     acc: dict[str, Finding] = {}
     halluc_unseen: dict[str, Finding] = {}
+    per_k: dict[str, list[Finding]] = {}
     findings: list[Finding] = []
     rows = []
     for i, condition in enumerate(conditions):
@@ -46,6 +47,7 @@ def loop(tables, model: str) -> Drawn:
         by_k = [proportion(f"agent.{model}.{condition}_acc_k{k}", f"accuracy, {label}, seen {k}×",
                            int((seen[seen["mentions"] == k]["grade"] == "correct").sum()),
                            int((seen["mentions"] == k).sum())) for k in ks]
+        per_k[condition] = by_k
         left.errorbar(np.arange(len(ks)) + (i - 0.5) * 0.1, [f.value for f in by_k],
                       yerr=[[f.value - f.lo for f in by_k], [f.hi - f.value for f in by_k]], marker="o", capsize=2,
                       color=COLORS[i], label=label)
@@ -81,20 +83,35 @@ def loop(tables, model: str) -> Drawn:
     right.set_ylim(0, 1.02)
     right.set_ylabel("share of questions (hatched: with the tool)")
     right.legend(fontsize=8)
-    return Drawn(fig, data=pd.DataFrame(rows), findings=findings, verdict=_verdict(acc, halluc_unseen))
+    return Drawn(fig, data=pd.DataFrame(rows), findings=findings, verdict=_verdict(acc, halluc_unseen, per_k, ks))
 
 
-def _verdict(acc: dict[str, Finding], halluc_unseen: dict[str, Finding]) -> str:
+def _verdict(acc: dict[str, Finding], halluc_unseen: dict[str, Finding], per_k: dict[str, list[Finding]],
+             ks: list[int]) -> str:
+    """Supported when the tool raises accuracy on seen people overall; partly when it raises it on
+    the rarest facts only (what the weights hold least is what a lookup adds most)."""
     if "tool" not in acc or "no_tool" not in acc:
         return "Not resolved: needs both conditions."
     c = compare(acc["tool"], acc["no_tool"])
     h = halluc_unseen["tool"]
     tail = (f" On never-seen names it hallucinates on {h.value:.3f} [{h.lo:.3f}, {h.hi:.3f}] of questions, "
             f"against {halluc_unseen['no_tool'].value:.3f} without the tool.")
+    rare = compare(per_k["tool"][0], per_k["no_tool"][0]) if ks else None
+    rare_up = rare is not None and rare.resolved and rare.higher is per_k["tool"][0]
+    if ks:
+        t, n = per_k["tool"], per_k["no_tool"]
+        tail = (f" Facts seen {ks[0]}×: {t[0].value:.3f} [{t[0].lo:.3f}, {t[0].hi:.3f}] with the tool, "
+                f"{n[0].value:.3f} [{n[0].lo:.3f}, {n[0].hi:.3f}] without; seen {ks[-1]}×: {t[-1].value:.3f} "
+                f"[{t[-1].lo:.3f}, {t[-1].hi:.3f}] against {n[-1].value:.3f} [{n[-1].lo:.3f}, {n[-1].hi:.3f}].") + tail
     if c.resolved and c.higher is acc["tool"]:
         return (f"Supported: with lookup(name) in the loop the same model answers {acc['tool'].value:.3f} of "
                 f"questions about seen people right, against {acc['no_tool'].value:.3f} from its weights alone "
                 f"(95% intervals do not overlap).{tail}")
+    if rare_up:
+        return (f"Partly supported: the tool lifts the facts the weights hold least (seen {ks[0]}×; 95% "
+                f"intervals do not overlap), but not accuracy overall ({acc['tool'].value:.3f} against "
+                f"{acc['no_tool'].value:.3f}: {'the model does better without it' if c.resolved else c.reason}): "
+                f"it reads its records less reliably than it recalls what it saw often.{tail}")
     if c.resolved:
         return (f"Contradicted at this scale: the model answers better without the tool "
                 f"({acc['no_tool'].value:.3f}) than with it ({acc['tool'].value:.3f}); 95% intervals do not "
