@@ -62,12 +62,12 @@ onerror:
     tracking.end_invocation(P, "FAILED", logs_root=Path("logs"))
 
 
-# Cheap jobs run where snakemake runs, never in a cluster's queue.
+# Cheap jobs run where snakemake runs, never in a cluster's queue (those of the stages this study has).
+workflow.localrules(*({"evaluate_summary", "nondeterminism_summary", "report"} & {r.name for r in workflow.rules}))
+
+
 localrules:
     all,
-    evaluate_summary,
-    nondeterminism_summary,
-    report,
 
 
 rule all:
