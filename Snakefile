@@ -62,15 +62,11 @@ onerror:
     tracking.end_invocation(P, "FAILED", logs_root=Path("logs"))
 
 
-# Cheap jobs run where snakemake runs, never in a cluster's queue (those of the stages this study has).
-workflow.localrules(*({"evaluate_summary", "nondeterminism_summary", "report"} & {r.name for r in workflow.rules}))
-
-
-localrules:
-    all,
-
-
 rule all:
     input:
         ALL,
     default_target: True
+
+
+# Cheap jobs run where snakemake runs, never in a cluster's queue (those of the stages this study has).
+workflow.localrules(*({"all", "evaluate_summary", "nondeterminism_summary", "report"} & {r.name for r in workflow.rules}))

@@ -41,8 +41,6 @@ from nextlab.train.device import resolve_device
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("no_tool", "tool")
-
 
 def episode_rows(condition: str, episodes: list[Episode], questions: pd.DataFrame) -> list[dict[str, Any]]:
     rows = []

@@ -94,9 +94,6 @@ class World:
             relations=raw.get("relations", []),
         )
 
-    def person(self, person_id: str) -> Person:
-        return next(p for p in self.everyone if p.person_id == person_id)
-
 
 def apportion(total: int, fractions: dict[Any, float]) -> dict[Any, int]:
     """Split `total` into integer counts proportional to `fractions` (largest remainder).
