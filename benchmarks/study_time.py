@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Rule names, longest first so that `sft_confidence_small` is not read as `sft`.
-RULES = ["sft_confidence", "nondeterminism", "mechanisms", "positions", "agent", "posttrain", "tokenize", "evaluate", "report", "train", "data", "sft"]
+RULES = ["sft_confidence", "nondeterminism", "mechanisms", "positions", "agent", "posttrain_invariant", "posttrain", "tokenize", "evaluate", "report", "train", "data", "sft"]
 
 
 def rule_of(benchmark: Path) -> str:

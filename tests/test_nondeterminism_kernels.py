@@ -25,6 +25,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(params=["fused", "blocked"], autouse=True)
+def layout(request, monkeypatch, one_thread):
+    """Every test runs with both attention kernels of the invariant mode: the fused one (where it
+    was measured invariant on this machine; skipped where not) and the explicit block kernel."""
+    if request.param == "blocked":
+        monkeypatch.setattr(BatchInvariantGPT, "fused_kernels", lambda self, dtype, device: (False, False))
+    elif not kernels.fused_invariance(2, 16, kernels.key_slots(72), torch.float32, torch.device("cpu"))[0]:
+        pytest.skip("the fused attention kernel is not batch invariant on this machine (the block kernel is used)")
+    return request.param
+
+
 def tiny(positional: str = "learned", bias: bool = False, dtype=torch.float32, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=VOCAB, block_size=72, n_layer=2, n_head=2, d_model=32,
@@ -165,19 +176,23 @@ def test_invariant_mode_through_generate_with_and_without_cache():
             assert out.tokens[0] == alone.tokens[0] and out.logprobs[0] == alone.logprobs[0], (b, cache)
 
 
-def test_the_cache_is_aligned_whatever_the_padding():
+def test_the_cache_is_aligned_whatever_the_padding(layout):
     inv = BatchInvariantGPT(tiny())
     batch = [[0, 11, 12, 13], [0, 21]]
     for side in ("left", "right"):
         idx, mask = pad_batch(batch, side)
         _, cache = inv(idx, attention_mask=mask, use_cache=True)
-        assert isinstance(cache, AlignedKVCache)
+        assert isinstance(cache, AlignedKVCache) and cache.layout == layout
         assert cache.lengths.tolist() == [4, 2] and cache.seen == 4 and cache.zeroed == 1
         # the short row's values sit in slots 0 and 1; the rest of the visited block is zeros
-        values = cache.values[0][0, 1]  # block 0, sequence 1: (heads, SLOT_BLOCK, head_size)
-        assert values[:, 2:].abs().sum() == 0 and (values[:, :2] != 0).all()
-        keys = cache.keys[0][0, 1]  # (heads, head_size, SLOT_BLOCK)
-        assert keys[..., 2:].abs().sum() == 0 and (keys[..., :2] != 0).all()
+        if layout == "blocked":
+            values = cache.values[0][0, 1]  # block 0, sequence 1: (heads, SLOT_BLOCK, head_size)
+            keys = cache.keys[0][0, 1].transpose(-1, -2)  # stored (heads, head_size, SLOT_BLOCK)
+        else:
+            values = cache.values[0][1, :, : kernels.SLOT_BLOCK]  # sequence 1: (heads, slots, head_size)
+            keys = cache.keys[0][1, :, : kernels.SLOT_BLOCK]
+        for stored in (values, keys):
+            assert stored[:, 2:].abs().sum() == 0 and (stored[:, :2] != 0).all()
 
 
 def test_invariant_mode_refuses_a_model_config_it_does_not_know():

@@ -43,6 +43,24 @@ def test_outputs_exist(project):
     assert (logs / "data.log").exists()
 
 
+def test_the_invariant_control_is_exactly_on_policy(project):
+    """posttrain.invariant_control: binary post-trained again through the batch-invariant kernels;
+    at every step its sampler's and trainer's log-probs are the same bits, and the report sets it
+    beside the default run."""
+    import pandas as pd
+
+    results = project["path"] / "results" / "smoke" / "models" / "tiny"
+    invariant = pd.read_csv(results / "posttrain_invariant/binary/seed1/steps.csv")
+    default = pd.read_csv(results / "posttrain/binary/seed1/steps.csv")
+    assert len(invariant) == len(default) > 0
+    assert (invariant["sampler_trainer_kl"] == 0.0).all() and (invariant["logprob_diff_max"] == 0.0).all()
+    findings = json.loads((project["path"] / "reports/smoke/findings.json").read_text())
+    key = "posttrain.tiny.binary.onpolicy"
+    assert findings[f"{key}.invariant.exact_steps"] == len(invariant)
+    assert findings[f"{key}.invariant.logprob_diff_max"] == 0.0
+    assert (project["path"] / "reports/smoke/figures/posttrain-onpolicy-tiny-binary.png").stat().st_size > 0
+
+
 def test_mlflow_runs_are_grouped_and_tagged(project):
     from mlflow.tracking import MlflowClient
 

@@ -82,6 +82,7 @@ rule posttrain:
         ckpt=kept(f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/ckpt.pt"),
         metrics=kept(f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/metrics.json"),
         steps=kept(f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/steps.csv"),
+        timing=kept(f"{RESULTS}/models/{{model}}/posttrain/{{scheme}}/seed{{seed}}/timing.csv"),
     wildcard_constraints:
         model="|".join(P.models),
         scheme="|".join(re.escape(s) for s in TRAINED_SCHEMES) or "(?!)",
@@ -106,7 +107,49 @@ rule posttrain:
         "--tokenizer {params.tokenizer:q} --out {params.out:q} > {log:q} 2>&1"
 
 
+# The exactly on-policy control (params posttrain.invariant_control): a scheme post-trained again
+# through the batch-invariant kernels, so that the sampler's and the trainer's log-probs are the same
+# bits; the report sets it beside the default run of the same scheme and seed.
+rule posttrain_invariant:
+    input:
+        init=posttrain_start,
+        tokenizer=rules.tokenize.output.tokenizer,
+        qa=rules.data.output.qa,
+        world=rules.data.output.world,
+        data_stats=rules.data.output.stats,
+    output:
+        ckpt=kept(f"{RESULTS}/models/{{model}}/posttrain_invariant/{{scheme}}/seed{{seed}}/ckpt.pt"),
+        metrics=kept(f"{RESULTS}/models/{{model}}/posttrain_invariant/{{scheme}}/seed{{seed}}/metrics.json"),
+        steps=kept(f"{RESULTS}/models/{{model}}/posttrain_invariant/{{scheme}}/seed{{seed}}/steps.csv"),
+        timing=kept(f"{RESULTS}/models/{{model}}/posttrain_invariant/{{scheme}}/seed{{seed}}/timing.csv"),
+    wildcard_constraints:
+        model="|".join(P.models),
+        scheme="|".join(re.escape(s) for s in INVARIANT_CONTROL) or "(?!)",
+        seed=r"\d+",
+    params:
+        job=invariant_job,
+        code=code("posttrain"),
+        data=folder_of("data_stats", io="input"),
+        tokenizer=folder_of("tokenizer", io="input"),
+        out=folder_of("metrics"),
+    log:
+        f"{LOGS}/posttrain_invariant/{{model}}/{{scheme}}/seed{{seed}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/posttrain_invariant_{{model}}_{{scheme}}_seed{{seed}}.tsv"
+    threads: 1
+    conda:
+        CONDA_ENV
+    shell:
+        "nextlab posttrain --job {params.job:q} --threads {threads} --model {wildcards.model} "
+        "--scheme {wildcards.scheme} --seed {wildcards.seed} --init {input.init:q} --data {params.data:q} "
+        "--tokenizer {params.tokenizer:q} --out {params.out:q} > {log:q} 2>&1"
+
+
 ALL.extend(expand(rules.sft.output.metrics, model=list(P.models)))
+ALL.extend(
+    expand(rules.posttrain_invariant.output.metrics, model=list(P.models), scheme=INVARIANT_CONTROL,
+           seed=POSTTRAIN_SEEDS)
+)
 ALL.extend(
     expand(rules.posttrain.output.metrics, model=list(P.models), scheme=TRAINED_SCHEMES, seed=POSTTRAIN_SEEDS)
 )

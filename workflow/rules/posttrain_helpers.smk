@@ -14,10 +14,20 @@ EVAL_RUNS = [(s, 0) for s in SCHEMES if not parse_scheme(s).trains] + [
 ]
 SUMMARY_FIGURES = ["reliability", "hallucination_vs_abstention", "score_matrix", "accuracy_by_mentions"]
 # Adding a scheme or a seed to the lists reruns no finished job: the lists name jobs.
-NAMES_JOBS = {"posttrain": ["schemes", "seeds"]}
+NAMES_JOBS = {"posttrain": ["schemes", "seeds", "invariant_control"]}
+INVARIANT_CONTROL = list(P.posttrain.invariant_control)
 # `train` is passed for its `device`, which every stage that runs a model reads.
 SFT_JOB = job("study", "seed", "sft", "train", "tracking", per_model=True)
 POSTTRAIN_JOB = job("study", "seed", "sft", "posttrain", "train", "tracking", per_model=True, withhold=NAMES_JOBS)
+
+
+def invariant_job(wildcards):
+    """A post-training job's params with `batch_invariant` set: the exactly on-policy control run."""
+    params = json.loads(POSTTRAIN_JOB(wildcards))
+    params["posttrain"]["batch_invariant"] = True
+    return json.dumps(params, sort_keys=True)
+
+
 # the buckets every evaluation must cover come from the data params
 EVALUATE_JOB = job("study", "seed", "evaluate", "data", "train", "tracking", per_model=True)
 

@@ -35,7 +35,8 @@ rule report:
                 labels={"figure": i.figure.title}
                 | {"model": "all", "scheme": "all", "seed": "all"}
                 | REPORT_DEFAULTS.get(i.figure.stage, {})
-                | i.labels,
+                # a control scheme (posttrain.invariant_control) is labelled as the scheme it is
+                | {("scheme" if k == "control" else k): v for k, v in i.labels.items()},
             )
             for i in REPORT_FIGURES
         ],

@@ -46,8 +46,12 @@ def run(args: argparse.Namespace) -> int:
         scheme = parse_scheme(args.scheme)
     except ValueError as err:
         raise NextlabError(f"--scheme: {err}") from None
-    job = Job("posttrain", f"posttrain/{args.model}/{scheme.name}/seed{args.seed}", args.out,
+    # The invariant-kernel control of a scheme (posttrain.invariant_control) is a run of its own.
+    kernels = "invariant" if study.posttrain.batch_invariant else "default"
+    name = f"posttrain/{args.model}/{scheme.name}/seed{args.seed}" + ("/invariant" if kernels == "invariant" else "")
+    job = Job("posttrain", name, args.out,
               tags={"nextlab.model": args.model, "nextlab.scheme": scheme.name, "nextlab.seed": args.seed,
+                    "nextlab.kernels": kernels,
                     "nextlab.scheme_kind": scheme.kind, "nextlab.t": "" if scheme.t is None else scheme.t},
               params={"posttrain": study.posttrain.model_dump(mode="json"), "model": args.model,
                       "scheme": scheme.name, "seed": args.seed},

@@ -53,9 +53,9 @@ class NondeterminismParams(Section):
         (1, 2), min_length=1, description="torch intra-op threads; one job each (bits change with threads)"
     )
     checkpoint: Literal["pretrain", "sft"] = Field("sft", description="which checkpoint of each model")
-    qa_prompts: int = Field(5, ge=0, description="evaluation questions decoded as targets")
-    bio_prompts: int = Field(4, ge=0, description="biography openings decoded as targets")
-    unseen_prompts: int = Field(4, ge=0, description="biography openings of never-seen names decoded as targets")
+    qa_prompts: int = Field(10, ge=0, description="evaluation questions decoded as targets")
+    bio_prompts: int = Field(8, ge=0, description="biography openings decoded as targets")
+    unseen_prompts: int = Field(8, ge=0, description="biography openings of never-seen names decoded as targets")
     bio_prompt_words: int = Field(2, ge=1, le=8, description="words of the opening after the name")
     max_new_tokens: int = Field(
         128, ge=1, le=1024,
@@ -68,7 +68,7 @@ class NondeterminismParams(Section):
         1.0, gt=0, le=1, description="at most this share of a sweep batch's rows are targets; the rest random prompts"
     )
     repeat_prompts: int = Field(4, ge=0, description="prompts sent as many requests (unique completions)")
-    repeat_requests: int = Field(250, ge=1, description="requests per repeated prompt, each in a random batch")
+    repeat_requests: int = Field(1000, ge=1, description="requests per repeated prompt, each in a random batch")
     repeat_batch_sizes: tuple[int, ...] = Field(
         (), description="batch sizes a request may meet (e.g. a loaded server's 16-64); empty: batch_sizes"
     )

@@ -103,6 +103,11 @@ class PosttrainParams(Section):
         False, description="sample and train through the batch-invariant kernels: the trainer's log-probs are "
         "the sampler's bits (exactly on-policy); the mismatch is logged per step either way",
     )
+    invariant_control: tuple[str, ...] = Field(
+        (), description="schemes post-trained a second time, every seed, through the batch-invariant "
+        "kernels (models/<model>/posttrain_invariant/): the report sets these exactly on-policy runs beside the "
+        "default ones (reward curves, sampler-trainer KL, final metrics, cost per step); [] runs none",
+    )
     decision_steps: int = Field(
         0, ge=0, description="steps of the answer-or-abstain phase before policy gradient (binary, penalized): "
         "a fine-tune on the start model's best guesses where they are right and 'I don't know' where they are "
@@ -131,6 +136,19 @@ class PosttrainParams(Section):
             if name in first.values() and list(schemes).count(name) > 1:
                 raise ValueError(f"schemes repeat: scheme {name!r} is listed twice")
         return schemes
+
+    @model_validator(mode="after")
+    def _control_is_a_trained_scheme(self) -> "PosttrainParams":
+        for name in self.invariant_control:
+            if name not in self.schemes or not parse_scheme(name).trains:
+                raise ValueError(f"invariant_control: {name!r} is not a post-trained scheme of schemes "
+                                 f"{list(self.schemes)}")
+        if len(set(self.invariant_control)) != len(self.invariant_control):
+            raise ValueError(f"invariant_control repeats a scheme: {list(self.invariant_control)}")
+        if self.invariant_control and self.batch_invariant:
+            raise ValueError("invariant_control: with batch_invariant true every run is already exactly on-policy; "
+                             "set invariant_control: [] (there is no default-kernel run to compare)")
+        return self
 
     @field_validator("seeds")
     @classmethod

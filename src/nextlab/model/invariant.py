@@ -68,9 +68,11 @@ def _check_supported(model: GPT) -> None:
 class AlignedKVCache:
     """Per layer, keys and values of every sequence; token j of sequence b sits in slot j.
 
-    Slots come in blocks of `kernels.SLOT_BLOCK`, block-major, so that each block the attention
-    visits is one contiguous tensor: keys (blocks, B, heads, head_size, SLOT_BLOCK), transposed
-    for the score product, and values (blocks, B, heads, SLOT_BLOCK, head_size).
+    Two layouts, one per attention kernel. `fused` (for `kernels.fused_attention`): keys and values
+    (B, heads, slots, head_size). `blocked` (for `kernels.attention`): slots in blocks of
+    `kernels.SLOT_BLOCK`, block-major, so that each block the kernel visits is one contiguous
+    tensor: keys (blocks, B, heads, head_size, SLOT_BLOCK), transposed for the score product, and
+    values (blocks, B, heads, SLOT_BLOCK, head_size).
     lengths: (B,) real tokens stored per sequence; seen: attention-mask columns consumed so far
     (real and padding), so the next call's mask must have `seen + T` columns; zeroed: how many
     blocks hold zeros or written keys (a block is zeroed when attention first visits it: a slot
@@ -82,38 +84,69 @@ class AlignedKVCache:
     lengths: torch.Tensor
     seen: int = 0
     zeroed: int = 0
+    layout: str = "blocked"
 
     @classmethod
-    def empty(cls, model: GPT, batch: int, dtype: torch.dtype, device: torch.device) -> "AlignedKVCache":
+    def empty(cls, model: GPT, batch: int, dtype: torch.dtype, device: torch.device,
+              layout: str = "blocked") -> "AlignedKVCache":
         cfg = model.config
-        blocks = kernels.key_slots(cfg.block_size) // kernels.SLOT_BLOCK
-        k_shape = (blocks, batch, cfg.n_head, cfg.head_size, kernels.SLOT_BLOCK)
-        v_shape = (blocks, batch, cfg.n_head, kernels.SLOT_BLOCK, cfg.head_size)
+        slots = kernels.key_slots(cfg.block_size)
+        if layout == "fused":
+            k_shape = v_shape = (batch, cfg.n_head, slots, cfg.head_size)
+        elif layout == "blocked":
+            blocks = slots // kernels.SLOT_BLOCK
+            k_shape = (blocks, batch, cfg.n_head, cfg.head_size, kernels.SLOT_BLOCK)
+            v_shape = (blocks, batch, cfg.n_head, kernels.SLOT_BLOCK, cfg.head_size)
+        else:
+            raise ValueError(f"unknown cache layout {layout!r}")
         return cls(
             keys=[torch.empty(k_shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)],
             values=[torch.empty(v_shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)],
             lengths=torch.zeros(batch, dtype=torch.long, device=device),
+            layout=layout,
         )
 
     def zero_blocks(self, blocks: int) -> None:
         """Zero the slot blocks up to `blocks` that were never zeroed (before keys are written)."""
         if blocks <= self.zeroed:
             return
+        width = kernels.SLOT_BLOCK
         for keys, values in zip(self.keys, self.values):
-            keys[self.zeroed : blocks] = 0
-            values[self.zeroed : blocks] = 0
+            if self.layout == "fused":
+                keys[:, :, self.zeroed * width : blocks * width] = 0
+                values[:, :, self.zeroed * width : blocks * width] = 0
+            else:
+                keys[self.zeroed : blocks] = 0
+                values[self.zeroed : blocks] = 0
         self.zeroed = blocks
 
     def write_index(self, b_idx: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat indices where the new tokens (sequence b_idx, position pos) go, for index_copy_:
-        rows of values viewed as (-1, head_size), and elements of keys viewed as (-1,)."""
+        rows of values viewed as (-1, head_size), and (blocked) elements of keys viewed as (-1,)
+        or (fused) rows of keys, the same as the values'."""
+        heads = self.keys[0].shape[-3] if self.layout == "fused" else self.keys[0].shape[2]
+        head_index = torch.arange(heads, device=pos.device)
+        if self.layout == "fused":
+            slots = self.keys[0].shape[2]
+            rows = ((b_idx[:, None] * heads + head_index) * slots + pos[:, None]).reshape(-1)
+            return rows, rows
         _, B, heads, d, width = self.keys[0].shape
         block, column = pos // width, pos % width
-        cell = (block[:, None] * B + b_idx[:, None]) * heads + torch.arange(heads, device=pos.device)  # (R, heads)
+        cell = (block[:, None] * B + b_idx[:, None]) * heads + head_index  # (R, heads)
         value_rows = (cell * width + column[:, None]).reshape(-1)
         channels = torch.arange(d, device=pos.device)
         key_cells = ((cell[:, :, None] * d + channels) * width + column[:, None, None]).reshape(-1)
         return value_rows, key_cells
+
+    def write(self, layer: int, index: tuple[torch.Tensor, torch.Tensor], k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store the new tokens' keys and values (R, heads, head_size) of one layer at `index`."""
+        value_rows, key_index = index
+        d = v.size(-1)
+        if self.layout == "fused":
+            self.keys[layer].view(-1, d).index_copy_(0, key_index, k.reshape(-1, d))
+        else:
+            self.keys[layer].view(-1).index_copy_(0, key_index, k.reshape(-1))
+        self.values[layer].view(-1, d).index_copy_(0, value_rows, v.reshape(-1, d))
 
 
 class BatchInvariantGPT(nn.Module):
@@ -140,7 +173,10 @@ class BatchInvariantGPT(nn.Module):
         model, cfg = self.model, self.model.config
         B, T = idx.shape
         dtype, device = model.wte.weight.dtype, idx.device
-        cache = past_kv if past_kv is not None else AlignedKVCache.empty(model, B, dtype, device)
+        fused, whole_columns, tails = self._plan(dtype, device)
+        if past_kv is None:
+            past_kv = AlignedKVCache.empty(model, B, dtype, device, "fused" if fused else "blocked")
+        cache = past_kv
         if cache.lengths.size(0) != B:
             raise ValueError(f"cache holds {cache.lengths.size(0)} sequences, idx has {B}")
         if attention_mask is None:
@@ -165,9 +201,13 @@ class BatchInvariantGPT(nn.Module):
         width = int(real.sum(1).max()) if rows else 0
         q_pos = torch.full((B, width), -1, dtype=torch.long, device=device)
         q_pos[b_idx, rank] = pos
-        masks = kernels.SlotMasks.from_positions(q_pos)
-        cache.zero_blocks(len(masks.keep))
-        value_rows, key_cells = cache.write_index(b_idx, pos)
+        if cache.layout == "fused":
+            bias = kernels.visible_bias(q_pos, dtype)
+            cache.zero_blocks(bias.size(-1) // kernels.SLOT_BLOCK)
+        else:
+            masks = kernels.SlotMasks.from_positions(q_pos)
+            cache.zero_blocks(len(masks.keep))
+        index = cache.write_index(b_idx, pos)
 
         x = model.wte(idx[b_idx, t_idx])
         if model.wpe is not None:
@@ -175,29 +215,33 @@ class BatchInvariantGPT(nn.Module):
         rotary = None
         if cfg.positional == "rotary":
             rotary = (model.rope_cos[pos].unsqueeze(1), model.rope_sin[pos].unsqueeze(1))
+        # The residual stream is padded once to a row count every product takes as it is
+        # (`kernels.padded_rows`); the padding rows never reach attention or the output.
+        x = kernels.pad_rows(x, kernels.padded_rows(rows, tails))
 
         for layer, block in enumerate(model.blocks):
             attn = block.attn
-            h = kernels.linear(block.ln_1(x), attn.c_attn.weight, attn.c_attn.bias)
+            h = kernels.linear(block.ln_1(x), attn.c_attn.weight, attn.c_attn.bias)[:rows]
             q, k, v = (t.reshape(rows, cfg.n_head, cfg.head_size) for t in h.split(cfg.d_model, dim=1))
             if rotary is not None:
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-            keys, values = cache.keys[layer], cache.values[layer]
-            keys.view(-1).index_copy_(0, key_cells, k.reshape(-1))
-            values.view(-1, cfg.head_size).index_copy_(0, value_rows, v.reshape(-1, cfg.head_size))
+            cache.write(layer, index, k, v)
             if dense:
                 queries = q.view(B, T, cfg.n_head, cfg.head_size).transpose(1, 2)
             else:
                 queries = q.new_zeros(B, cfg.n_head, width, cfg.head_size)
                 queries[b_idx, :, rank] = q
-            y = kernels.attention(queries, keys, values, masks)
+            if cache.layout == "fused":
+                y = kernels.fused_attention(queries, cache.keys[layer], cache.values[layer], bias, whole_columns)
+            else:
+                y = kernels.attention(queries, cache.keys[layer], cache.values[layer], masks)
             y = y.transpose(1, 2).reshape(rows, cfg.d_model) if dense else y[b_idx, :, rank].reshape(rows, cfg.d_model)
-            x = x + kernels.linear(y, attn.c_proj.weight, attn.c_proj.bias)
+            x = x + kernels.linear(kernels.pad_rows(y, x.size(0)), attn.c_proj.weight, attn.c_proj.bias)
             mlp = block.mlp
             h = F.gelu(kernels.linear(block.ln_2(x), mlp.c_fc.weight, mlp.c_fc.bias))
             x = x + kernels.linear(h, mlp.c_proj.weight, mlp.c_proj.bias)
 
-        logits_rows = kernels.linear(model.ln_f(x), model.wte.weight)
+        logits_rows = kernels.linear(model.ln_f(x), model.wte.weight)[:rows]
         if dense:
             logits = logits_rows.view(B, T, cfg.vocab_size)
         else:
@@ -208,6 +252,26 @@ class BatchInvariantGPT(nn.Module):
         cache.lengths = cache.lengths + real.sum(1)
         cache.seen += T
         return (logits, cache) if use_cache else logits
+
+    def _plan(self, dtype: torch.dtype, device: torch.device) -> tuple[bool, bool, tuple[int, ...]]:
+        """What a forward pass at this dtype, device and thread count runs, measured once: the
+        attention kernel (`fused_kernels`) and the tail blocks every product agrees with a
+        ROW_BLOCK product at (`kernels.common_tails`)."""
+        key = (dtype, device, torch.get_num_threads())
+        plans = self.__dict__.setdefault("_plans", {})
+        if key not in plans:
+            block = self.model.blocks[0]
+            weights = [block.attn.c_attn.weight, block.attn.c_proj.weight, block.mlp.c_fc.weight,
+                       block.mlp.c_proj.weight, self.model.wte.weight]  # every shape of product once
+            plans[key] = (*self.fused_kernels(dtype, device), kernels.common_tails(weights))
+        return plans[key]
+
+    def fused_kernels(self, dtype: torch.dtype, device: torch.device) -> tuple[bool, bool]:
+        """Whether this model's attention may run through the fused kernel here, and whether a
+        prefill may pass it all query columns at once (`kernels.fused_invariance`); else the
+        explicit block kernel `kernels.attention` (and the blocked cache layout) is used."""
+        cfg = self.model.config
+        return kernels.fused_invariance(cfg.n_head, cfg.head_size, kernels.key_slots(cfg.block_size), dtype, device)
 
 
 def batch_invariant(model: GPT) -> BatchInvariantGPT:

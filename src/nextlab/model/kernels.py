@@ -92,6 +92,35 @@ def _same_bits(weight: torch.Tensor) -> tuple[int, ...]:
     return _EQUIVALENT[key]
 
 
+def common_tails(weights: list[torch.Tensor]) -> tuple[int, ...]:
+    """The SMALL_BLOCKS every one of `weights` gives the bits of a ROW_BLOCK product at."""
+    common = set(SMALL_BLOCKS)
+    for weight in weights:
+        common &= set(_same_bits(weight))
+    return tuple(sorted(common))
+
+
+def padded_rows(rows: int, tails: tuple[int, ...]) -> int:
+    """The row count a call of `rows` rows is padded to so that `linear` multiplies it by every
+    weight without another copy: whole ROW_BLOCKs and one tail block from `tails`
+    (`common_tails` of the weights), else a whole ROW_BLOCK.
+
+    A forward pass pads its residual stream once to this count; the padding rows run through the
+    row-wise ops (layer norm, GELU, adds) like the others and are dropped at the end.
+    """
+    left = rows % ROW_BLOCK
+    if rows and not left:
+        return rows
+    return rows - left + next((size for size in tails if size >= left), ROW_BLOCK)
+
+
+def pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """x (R, K) with zero rows appended up to `rows`."""
+    if x.size(0) == rows:
+        return x
+    return torch.cat([x, x.new_zeros(rows - x.size(0), x.size(1))])
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight^T (+ bias) for rows x (R, K), as products of fixed row-block shapes.
 
@@ -203,3 +232,78 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, masks: 
             o = o * alpha + pv
         m = m_new
     return (o / l).to(q.dtype)
+
+
+# ---- attention through the fused kernel, where it is batch invariant ------------------------------
+
+_SDPA_INVARIANT: dict[tuple, tuple[bool, bool]] = {}
+
+
+def visible_bias(q_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, T, S) additive mask, 0 where slot s is at or before the query's position, -inf after
+    it; S covers the blocks up to the largest position (a padding query, -1, sees slot 0 only)."""
+    visible = q_pos.clamp(min=0)
+    slots = (int(visible.max()) // SLOT_BLOCK + 1) * SLOT_BLOCK if q_pos.numel() else SLOT_BLOCK
+    hidden = torch.arange(slots, device=q_pos.device) > visible[:, None, :, None]
+    return torch.zeros(hidden.shape, dtype=dtype, device=q_pos.device).masked_fill_(hidden, float("-inf"))
+
+
+def fused_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
+                    whole_columns: bool) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v by `F.scaled_dot_product_attention`, over the first S
+    slots of aligned keys and values (B, heads, slots, d), S = bias.size(-1); q (B, heads, T, d).
+
+    One call per query column (each shaped like decoding one token) unless `whole_columns`, which
+    `fused_invariance` grants only where a T-column call was measured to give each column the
+    bits of its own call."""
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    S = bias.size(-1)
+    k, v = keys[:, :, :S], values[:, :, :S]
+    T = q.size(2)
+    if T == 1 or whole_columns:
+        return sdpa(q, k, v, attn_mask=bias)
+    return torch.cat([sdpa(q[:, :, t : t + 1], k, v, attn_mask=bias[:, :, t : t + 1]) for t in range(T)], dim=2)
+
+
+def fused_invariance(heads: int, head_size: int, slots: int, dtype: torch.dtype,
+                     device: torch.device) -> tuple[bool, bool]:
+    """Whether `fused_attention` gives a query the same bits whatever the batch size, its
+    neighbours and the number of slots visited (first), and also whether a call of several query
+    columns gives each the bits of its own call (second), at this shape, dtype, device and thread
+    count. Measured once on random data and cached, as `_same_bits` is for products.
+
+    Measured on the project's CPUs with torch 2.13: true with one thread in float32 and bfloat16;
+    with two threads in float32 a lone sequence gets other bits than one among neighbours, so
+    `BatchInvariantGPT` falls back to `attention` (the explicit block kernel) there.
+    """
+    key = (heads, head_size, slots, dtype, device, torch.get_num_threads())
+    if key in _SDPA_INVARIANT:
+        return _SDPA_INVARIANT[key]
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(device, dtype)
+
+    single = multi = True
+    positions = sorted({0, min(37, slots - 1), min(SLOT_BLOCK - 1, slots - 1), min(SLOT_BLOCK + 5, slots - 1),
+                        slots - 1})
+    for pos in positions:
+        keys, values, query = rand(1, heads, slots, head_size), rand(1, heads, slots, head_size), rand(1, heads, 4,
+                                                                                                       head_size)
+        own = torch.tensor([[max(pos - 3 + i, 0) for i in range(4)]], device=device)
+        alone = [fused_attention(query[:, :, i : i + 1], keys, values, visible_bias(own[:, i : i + 1], dtype), False)
+                 for i in range(4)]
+        whole = fused_attention(query, keys, values, visible_bias(own, dtype), True)
+        multi &= all(torch.equal(whole[:, :, i : i + 1], alone[i]) for i in range(4))
+        for batch in (2, 3, 5, 16):
+            q, k, v = rand(batch, heads, 1, head_size), rand(batch, heads, slots, head_size), rand(batch, heads, slots,
+                                                                                                 head_size)
+            row = batch // 2
+            q_pos = torch.randint(0, slots, (batch, 1), generator=g).to(device)
+            q_pos[0, 0] = slots - 1  # a neighbour at the last slot: the call visits every block
+            q[row], k[row], v[row], q_pos[row, 0] = query[0, :, 3:4], keys[0], values[0], own[0, 3]
+            got = fused_attention(q, k, v, visible_bias(q_pos, dtype), False)
+            single &= torch.equal(got[row], alone[3][0])
+    _SDPA_INVARIANT[key] = (single, single and multi)
+    return _SDPA_INVARIANT[key]

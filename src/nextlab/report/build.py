@@ -108,13 +108,19 @@ def _rst(text: str) -> str:
     return document._CODE.sub(r"``\1``", text)
 
 
+def _lead(result: FigureResult) -> str:
+    """The sentence a figure's findings open with: its verdict, then its note (context such as
+    the power of the design), either alone where the figure has only one."""
+    return " ".join(text for text in (result.verdict, result.note) if text)
+
+
 def _caption_rst(result: FigureResult, claim_title: str) -> str:
     fig = result.instance.figure
     lines = [f"**{result.instance.title}.** {_rst(fig.caption)}", ""]
     if result.status != "ok":
         lines += [f"**Not available:** {_rst(result.problem or '')}".replace("\n", " "), ""]
     else:
-        lines += [f"Claim: *{claim_title}*. {_rst(result.verdict or result.note or '')}", ""]
+        lines += [f"Claim: *{claim_title}*. {_rst(_lead(result))}", ""]
         lines += [f"- {_rst(f.text())}" for f in result.findings]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -217,7 +223,7 @@ def _document(study: Any, results: list[FigureResult], tables: Tables, params_fi
         lead = f"**Finding{' (' + where + ')' if where else ''}.** "
         out: list[tuple] = []
         if r.status == "ok":
-            out.append(("p", lead + (r.verdict or r.note or "")))
+            out.append(("p", lead + _lead(r)))
             if r.findings:
                 out.append(("list", [f.text() for f in r.findings]))
         else:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from nextlab.report.tables import Tables
 
 STAGES = ("data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "mechanisms", "positions", "agent")
-FACTORS = ("model", "scheme", "seed")
+FACTORS = ("model", "scheme", "seed", "control")
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,8 @@ def factor_values(study: Any) -> dict[str, list[str]]:
         "model": list(study.models),
         "scheme": list(study.posttrain.schemes),
         "seed": [str(s) for s in study.posttrain.seeds],
+        # schemes post-trained again through the batch-invariant kernels (posttrain.invariant_control)
+        "control": list(getattr(study.posttrain, "invariant_control", ())),
         "ndjob": [f"{d}/{a}/threads{t}" for d in nd.dtypes for a in nd.attention for t in nd.threads] if nd else [],
         "variant": list(positions.variants) if positions is not None and positions.enabled else [],
     }

@@ -40,7 +40,7 @@ class Finding:
     n: int | None = None
     unit: str = ""
     interval: str = "95% CI"
-    digits: int = 3  # 0 for counts
+    digits: int = 3  # 0 for counts; -k: k significant digits
 
     def text(self) -> str:
         digits = self.digits
@@ -126,6 +126,8 @@ def compare(a: "Finding | None", b: "Finding | None") -> Comparison:
 def _fmt(value: float, digits: int) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
+    if digits < 0:  # significant digits, for quantities spanning orders of magnitude (e.g. a KL of 1e-9)
+        return f"{value:.{-digits}g}"
     return f"{value:.{digits}f}"
 
 
