@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
 def _sweep_params(smoke: str) -> str:
     text = smoke.replace("study: smoke", "study: sweep")
     text = text.replace("schemes: [none, binary, penalized-0.75, calibrated]", "schemes: [none]")
+    text = text.replace("invariant_control: [binary]", "invariant_control: []")  # no scheme post-trains
     text = text.replace("steps: 30\n", "steps: 20\n").replace("batch_sizes: [1, 2, 4]", "batch_sizes: [1, 2]")
     text = text.replace("qa_prompts: 4", "qa_prompts: 2").replace("repeat_requests: 4", "repeat_requests: 2")
     assert "study: sweep" in text and "schemes: [none]\n" in text and "steps: 20\n" in text

@@ -30,8 +30,8 @@ def layout(request, monkeypatch, one_thread):
     """Every test runs with both attention kernels of the invariant mode: the fused one (where it
     was measured invariant on this machine; skipped where not) and the explicit block kernel."""
     if request.param == "blocked":
-        monkeypatch.setattr(BatchInvariantGPT, "fused_kernels", lambda self, dtype, device: (False, False))
-    elif not kernels.fused_invariance(2, 16, kernels.key_slots(72), torch.float32, torch.device("cpu"))[0]:
+        monkeypatch.setattr(BatchInvariantGPT, "fused_kernel", lambda self, dtype, device: False)
+    elif not kernels.fused_invariance(2, 16, kernels.key_slots(72), torch.float32, torch.device("cpu")):
         pytest.skip("the fused attention kernel is not batch invariant on this machine (the block kernel is used)")
     return request.param
 

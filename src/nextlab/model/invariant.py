@@ -15,12 +15,17 @@ calls: `forward(idx, attention_mask=None, past_kv=None, use_cache=False)`, so `g
 What changes against `GPT.forward` (the default path):
 
 * Only real tokens are computed. Padding columns are dropped before the first layer: the real
-  tokens of the whole batch become rows of one (R, d_model) tensor, and every matrix product runs
-  in fixed-size row blocks (`kernels.linear`). Logits at padding positions are returned as zeros.
+  tokens of the whole batch become rows of one (R, d_model) tensor, padded once to a row count
+  every product takes as one fixed-size block (`kernels.padded_rows`, `kernels.linear`). Logits
+  at padding positions are returned as zeros.
 * The KV cache is aligned (`AlignedKVCache`): token j of a sequence is stored in slot j of the
-  sequence's own fixed-length buffer, never shifted by padding, and attention visits it in fixed
-  blocks of slots with products shaped like one decoding step (`kernels.attention`). A prefill
-  and token-by-token decoding therefore compute every token the same way.
+  sequence's own fixed-length buffer, never shifted by padding. Attention runs through the fused
+  SDPA kernel in calls of a fixed number of query columns (`kernels.fused_attention`) where a
+  probe finds that kernel batch invariant at the model's shape, dtype and thread count
+  (`kernels.fused_invariance`, measured once per process), else through an explicit kernel that
+  visits the cache in fixed blocks of slots with products shaped like one decoding step
+  (`kernels.attention`). Either way a prefill and token-by-token decoding compute every token the
+  same way.
 
 Why a wrapper and not a switch inside `GPT.forward`: the default cache concatenates keys along the
 padded time axis, so a token's keys move when the padding changes, and the model's attention
@@ -173,7 +178,7 @@ class BatchInvariantGPT(nn.Module):
         model, cfg = self.model, self.model.config
         B, T = idx.shape
         dtype, device = model.wte.weight.dtype, idx.device
-        fused, whole_columns, tails = self._plan(dtype, device)
+        fused, tails = self._plan(dtype, device)
         if past_kv is None:
             past_kv = AlignedKVCache.empty(model, B, dtype, device, "fused" if fused else "blocked")
         cache = past_kv
@@ -232,7 +237,8 @@ class BatchInvariantGPT(nn.Module):
                 queries = q.new_zeros(B, cfg.n_head, width, cfg.head_size)
                 queries[b_idx, :, rank] = q
             if cache.layout == "fused":
-                y = kernels.fused_attention(queries, cache.keys[layer], cache.values[layer], bias, whole_columns)
+                y = kernels.fused_attention(queries, cache.keys[layer], cache.values[layer], bias,
+                                            kernels.fused_columns(dtype))
             else:
                 y = kernels.attention(queries, cache.keys[layer], cache.values[layer], masks)
             y = y.transpose(1, 2).reshape(rows, cfg.d_model) if dense else y[b_idx, :, rank].reshape(rows, cfg.d_model)
@@ -253,9 +259,9 @@ class BatchInvariantGPT(nn.Module):
         cache.seen += T
         return (logits, cache) if use_cache else logits
 
-    def _plan(self, dtype: torch.dtype, device: torch.device) -> tuple[bool, bool, tuple[int, ...]]:
+    def _plan(self, dtype: torch.dtype, device: torch.device) -> tuple[bool, tuple[int, ...]]:
         """What a forward pass at this dtype, device and thread count runs, measured once: the
-        attention kernel (`fused_kernels`) and the tail blocks every product agrees with a
+        attention kernel (`fused_kernel`) and the tail blocks every product agrees with a
         ROW_BLOCK product at (`kernels.common_tails`)."""
         key = (dtype, device, torch.get_num_threads())
         plans = self.__dict__.setdefault("_plans", {})
@@ -263,13 +269,13 @@ class BatchInvariantGPT(nn.Module):
             block = self.model.blocks[0]
             weights = [block.attn.c_attn.weight, block.attn.c_proj.weight, block.mlp.c_fc.weight,
                        block.mlp.c_proj.weight, self.model.wte.weight]  # every shape of product once
-            plans[key] = (*self.fused_kernels(dtype, device), kernels.common_tails(weights))
+            plans[key] = (self.fused_kernel(dtype, device), kernels.common_tails(weights))
         return plans[key]
 
-    def fused_kernels(self, dtype: torch.dtype, device: torch.device) -> tuple[bool, bool]:
-        """Whether this model's attention may run through the fused kernel here, and whether a
-        prefill may pass it all query columns at once (`kernels.fused_invariance`); else the
-        explicit block kernel `kernels.attention` (and the blocked cache layout) is used."""
+    def fused_kernel(self, dtype: torch.dtype, device: torch.device) -> bool:
+        """Whether this model's attention may run through the fused kernel here
+        (`kernels.fused_invariance`); else the explicit block kernel `kernels.attention` (and
+        the blocked cache layout) is used."""
         cfg = self.model.config
         return kernels.fused_invariance(cfg.n_head, cfg.head_size, kernels.key_slots(cfg.block_size), dtype, device)
 

@@ -175,6 +175,9 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
                           list(p.batch_sizes), list(p.cache_modes), steps=tables["steps"])
     factors = {"model": model_name, "dtype": dtype, "attention": attention, "threads": threads}
     env = fingerprint(device, torch_dtype)
+    if models.invariant is not None:  # which attention kernel the invariant control measured
+        env["invariant_attention"] = ("fused" if models.invariant.fused_kernel(torch_dtype, torch.device(device))
+                                      else "blocked")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ JOB = "nondeterminism/{model}/{ndjob}"
 # The columns each table must have for the figures and findings below.
 COLUMNS = {
     "logits": ("path", "measure", "batch_size", "run", "steps", "steps_not_equal", "flips"),
-    "completions": ("path", "batch_size", "run", "differs"),
+    "completions": ("path", "batch_size", "run", "differs", "first_divergence"),
     "unique": ("path", "prompt_id", "requests", "unique"),
     "timing": ("path", "measure", "batch_size", "run", "tokens", "seconds"),
     "steps": ("measure", "batch_size", "margin", "max_abs_diff", "flip"),
@@ -212,6 +212,39 @@ def unique(tables, model: str) -> Drawn:
 
 
 @figure(
+    "nondeterminism-divergence",
+    stage="nondeterminism",
+    claim="nondeterminism",
+    per=("model",),
+    title="Where changed completions part from the alone one",
+    caption="Free-running greedy completions (default kernels, every batch size > 1, padding and job, and the "
+    "repeated requests) that differ from the prompt's completion decoded alone, by the token position of "
+    "the first token that differs. One line per dtype/attention job.",
+    needs=_needs("completions"),
+)
+def divergence(tables, model: str) -> Drawn:
+    import numpy as np
+
+    from nextlab.nondeterminism.figures import first_divergence
+
+    data = _tables(tables, model, "completions")
+    frame = data["completions"]
+    changed = frame[(frame["path"] == "default") & frame["differs"] & (frame["batch_size"] > 1)]
+    findings = []
+    for dtype, rows in changed.groupby("dtype"):
+        where = rows["first_divergence"].to_numpy(float)
+        key = f"nondeterminism.{model}.{dtype}.first_divergence"
+        findings.append(Finding(f"{key}_median", f"{dtype}: median token position of the first divergence",
+                                float(np.median(where)), n=len(where), digits=0))
+        findings.append(Finding(f"{key}_min", f"{dtype}: earliest first divergence", float(where.min()), digits=0))
+        findings.append(Finding(f"{key}_late_share", f"{dtype}: share diverging at token 16 or later",
+                                float((where >= 16).mean()), n=len(where)))
+    note = ("No completion differed from its alone run, so there is no divergence to place." if changed.empty else
+            "Where batching changed a completion, the first differing token (position 0 is the first new token):")
+    return Drawn(lambda path: first_divergence(data, path), findings=findings, note=note)
+
+
+@figure(
     "nondeterminism-cost",
     stage="nondeterminism",
     claim="nondeterminism",
@@ -225,5 +258,18 @@ def cost(tables, model: str) -> Drawn:
     from nextlab.nondeterminism.figures import invariant_cost
 
     data = _tables(tables, model, "timing")
-    return Drawn(lambda path: invariant_cost(data, path),
-                 note="Speed is measured, not modelled: it varies with the machine's load.")
+    timing = data["timing"]
+    free = timing[(timing["measure"] == "free") & (timing["run"] == "first")]
+    findings = []
+    for (job, rows) in free.assign(job=free.apply(_job, axis=1)).groupby("job"):
+        if not (rows["path"] == "invariant").any():
+            continue
+        speed = {path: part.groupby("batch_size")["tokens"].sum() / part.groupby("batch_size")["seconds"].sum()
+                 for path, part in rows.groupby("path")}
+        ratio = (speed["default"] / speed["invariant"]).dropna()
+        for b, value in ratio.items():
+            findings.append(Finding(f"nondeterminism.{model}.{job.replace('/', '.')}.invariant_slowdown_b{b}",
+                                    f"{job}, batch {b}: invariant decoding time / default", float(value), digits=2))
+    return Drawn(lambda path: invariant_cost(data, path), findings=findings,
+                 note="Speed is measured, not modelled: it varies with the machine's load (the goal is at most "
+                      "1.3x at every batch size; `benchmarks/batch_invariance.py` measures it apart from the study).")
