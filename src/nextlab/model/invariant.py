@@ -197,24 +197,32 @@ class BatchInvariantGPT(nn.Module):
         # tokens of b (its query column) and position in b's whole sequence (its cache slot).
         real = new_mask.bool()
         dense = bool(real.all())  # no padding in this call: the rows are the (B, T) grid itself
-        b_idx, t_idx = real.nonzero(as_tuple=True)
-        rank = t_idx if dense else (new_mask.cumsum(1) - 1)[b_idx, t_idx]
-        pos = cache.lengths[b_idx] + rank
+        if dense:  # every decoding step of an unpadded batch: the grid needs no search
+            grid = torch.arange(T, device=device)
+            b_idx, t_idx = torch.arange(B, device=device).repeat_interleave(T), grid.repeat(B)
+            rank, width = t_idx, T
+            q_pos = cache.lengths[:, None] + grid
+            pos = q_pos.view(-1)
+        else:
+            b_idx, t_idx = real.nonzero(as_tuple=True)
+            rank = (new_mask.cumsum(1) - 1)[b_idx, t_idx]
+            pos = cache.lengths[b_idx] + rank
+            width = int(real.sum(1).max()) if b_idx.numel() else 0
+            q_pos = torch.full((B, width), -1, dtype=torch.long, device=device)
+            q_pos[b_idx, rank] = pos
         rows = b_idx.numel()
-        if rows and int(pos.max()) >= cfg.block_size:
-            raise ValueError(f"position {int(pos.max())} is beyond block_size={cfg.block_size}")
-        width = int(real.sum(1).max()) if rows else 0
-        q_pos = torch.full((B, width), -1, dtype=torch.long, device=device)
-        q_pos[b_idx, rank] = pos
+        last = int(pos.max()) if rows else 0
+        if last >= cfg.block_size:
+            raise ValueError(f"position {last} is beyond block_size={cfg.block_size}")
         if cache.layout == "fused":
-            bias = kernels.visible_bias(q_pos, dtype)
+            bias = kernels.visible_bias(q_pos, dtype, last)
             cache.zero_blocks(bias.size(-1) // kernels.SLOT_BLOCK)
         else:
             masks = kernels.SlotMasks.from_positions(q_pos)
             cache.zero_blocks(len(masks.keep))
         index = cache.write_index(b_idx, pos)
 
-        x = model.wte(idx[b_idx, t_idx])
+        x = model.wte(idx.reshape(-1) if dense else idx[b_idx, t_idx])
         if model.wpe is not None:
             x = x + model.wpe(pos)
         rotary = None

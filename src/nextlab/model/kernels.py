@@ -141,8 +141,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """
     rows = x.size(0)
     if rows <= ROW_BLOCK and x.is_contiguous() and rows in _exact_sizes(weight):
-        # already one block of a size that gives ROW_BLOCK's bits (a forward pass pads its rows so)
-        out = torch.mm(x, weight.t())
+        # already one block of a size that gives ROW_BLOCK's bits (a forward pass pads its rows so);
+        # linear without a bias is this same mm (x @ weight^T), in one call instead of two
+        out = torch.nn.functional.linear(x, weight)
         return out + bias if bias is not None else out
     whole = rows - rows % ROW_BLOCK
     left = rows - whole
@@ -263,12 +264,14 @@ def fused_columns(dtype: torch.dtype) -> int:
     return FUSED_COLUMNS.get(dtype, 1)
 
 
-def visible_bias(q_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def visible_bias(q_pos: torch.Tensor, dtype: torch.dtype, last: int | None = None) -> torch.Tensor:
     """(B, 1, T, S) additive mask, 0 where slot s is at or before the query's position, -inf after
-    it; S covers the blocks up to the largest position (a padding query, -1, sees slot 0 only)."""
-    visible = q_pos.clamp(min=0)
-    slots = (int(visible.max()) // SLOT_BLOCK + 1) * SLOT_BLOCK if q_pos.numel() else SLOT_BLOCK
-    hidden = torch.arange(slots, device=q_pos.device) > visible[:, None, :, None]
+    it; S covers the blocks up to the largest position `last` (computed when not given). A padding
+    query (position -1) sees slot 0 only."""
+    if last is None:
+        last = int(q_pos.max()) if q_pos.numel() else 0
+    slots = (max(last, 0) // SLOT_BLOCK + 1) * SLOT_BLOCK
+    hidden = torch.arange(slots, device=q_pos.device) > q_pos.clamp(min=0)[:, None, :, None]
     return torch.zeros(hidden.shape, dtype=dtype, device=q_pos.device).masked_fill_(hidden, float("-inf"))
 
 
