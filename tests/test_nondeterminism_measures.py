@@ -259,17 +259,6 @@ def test_job_metrics_keep_their_keys_when_tables_are_empty():
     assert set(m) == set(full)
 
 
-def test_worked_examples_in_docstrings():
-    import doctest
-
-    from nextlab.model import invariant, kernels
-    from nextlab.nondeterminism import decode, env, measures, prompts
-
-    for module in (decode, env, invariant, kernels, measures, prompts):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0, module.__name__
-
-
 @pytest.mark.parametrize("side", ["none", "left", "right"])
 def test_decoding_past_the_context_restarts_from_the_last_half_alone_or_batched(side):
     from nextlab.model import GPT, GPTConfig

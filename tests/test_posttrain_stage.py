@@ -242,13 +242,3 @@ def test_weighted_finetune_learns_the_heavier_target():
     finetune(model, examples, cfg, torch.Generator().manual_seed(0), weights=[0.0, 1.0])
     probs = torch.softmax(model(torch.tensor([[0, 3]]))[0, -1], -1)
     assert probs[7] > 0.9 and probs[5] < 0.01
-
-
-def test_worked_examples_in_docstrings():
-    import doctest
-
-    from nextlab.posttrain import decision, rewards, sft
-
-    for module in (decision, rewards, sft):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -11,6 +11,7 @@ Two entry points:
 
 Worked example (an untrained model, so the tokens are arbitrary)::
 
+    >>> from nextlab.model import GPT, GPTConfig
     >>> model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, d_model=16))
     >>> out = generate(model, [[0, 7, 9], [0, 5]], max_new_tokens=4, temperature=0.0, eos_id=1)
     >>> len(out.tokens), len(out.tokens[0]) <= 4, len(out.logprobs[0]) == len(out.tokens[0])

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     # findings.json only: headline.json is its rounded subset (for `dvc metrics show`), and logging
     # both would give one key two values, of which a store keeps either.
     job = Job("report", "report", data_out, data_hash=data_hash_of(results / "data", required=False),
-              metrics=["findings.json"])
+              metrics=["findings.json", ["timing.json", "time"]])
     with tracked(study, job):
         report = build_report(study, results, out, data_out=data_out, params_file=args.params,
                               stages=_names(args.stages), only=None, logs=logs)

@@ -1,7 +1,9 @@
 """The nondeterminism summary: every job of a model, read back from its tables (no torch).
 
-    >>> flat = run_summary(study, "small", ["results/default/nondeterminism/small/float32/sdpa/threads1"],
-    ...                    "results/default/nondeterminism/small/summary")
+How `nextlab nondeterminism --summary` calls it, after the study's jobs have written their tables::
+
+    flat = run_summary(study, "small", ["results/default/nondeterminism/small/float32/sdpa/threads1"],
+                       "results/default/nondeterminism/small/summary")
 """
 
 from __future__ import annotations

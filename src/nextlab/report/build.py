@@ -63,6 +63,11 @@ class ReportResult:
         return [f for f in self.figures if f.status == "failed"]
 
 
+# A finding whose key starts so is a measured time (a speed, a cost ratio): the report shows it,
+# findings.json leaves it out, timing.json holds it (MLflow: under `time/`).
+TIMING_PREFIX = "time."
+
+
 def _require_some_results(instances: list[Instance], tables: Tables, study: Any, params_file: str) -> None:
     """A study with none of the planned figures' inputs is an error, before any drawing."""
     missing: list[str] = []
@@ -308,14 +313,22 @@ def build_report(
     for name in load_figures():
         (data_out / "plots" / name).mkdir(parents=True, exist_ok=True)
     findings: dict[str, float] = {}
+    timings: dict[str, float] = {}  # findings that are measured times (keys `time.*`): they differ run to run
     for r in drawn:
         for f in r.findings:
-            findings |= {k: v for k, v in f.metrics().items() if v is not None and math.isfinite(v)}
+            for k, v in f.metrics().items():
+                if v is not None and math.isfinite(v):
+                    if k.startswith(TIMING_PREFIX):
+                        timings[k.removeprefix(TIMING_PREFIX)] = v
+                    else:
+                        findings[k] = v
     findings["report.figures"] = len(drawn)
     findings["report.figures_drawn"] = sum(r.status == "ok" for r in drawn)
     findings_path = data_out / "findings.json"
     write_json(findings_path, findings)
     write_json(data_out / "headline.json", headline(findings))
+    # apart from the findings, so that two runs of a study give the same findings.json
+    write_json(data_out / "timing.json", timings)
 
     blocks = _document(study, drawn, tables, params_file, Path(logs) if logs is not None else None)
     write_text(out / "report.md", document.to_markdown(blocks))

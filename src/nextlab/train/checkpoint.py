@@ -11,10 +11,13 @@ Writes are atomic (temp file + rename), so an interrupted job leaves the previou
 half of a new one. Reading never unpickles arbitrary objects: a truncated, foreign or corrupt file
 raises `InputFileError` naming the file.
 
-    >>> save_checkpoint("ckpt.pt", model, tokenizer_hash="ab12...", step=100)
-    >>> model, ckpt = load_checkpoint("ckpt.pt", device="cpu")
-    >>> ckpt["step"]
-    100
+    >>> import os, tempfile
+    >>> model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, d_model=16))
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
+    >>> save_checkpoint(path, model, tokenizer_hash="ab12", step=100)
+    >>> model, ckpt = load_checkpoint(path, device="cpu")
+    >>> ckpt["format"], ckpt["version"], ckpt["step"], ckpt["tokenizer_hash"]
+    ('nextlab-checkpoint', 1, 100, 'ab12')
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ Two probes, both cut by the person's mention count k (biography renderings in tr
   `<|bos|><|question|>q<|answer|>` and decoded greedily to `<|eos|>`; correct when the decoded
   answer equals the gold one (whitespace-stripped). This needs extraction, not only storage.
 
-A model that memorises shows accuracy rising with k; a 1-mention fact is mostly unknown.
+A model that memorises shows accuracy rising with k; a 1-mention fact is mostly unknown. How the
+train stage calls it (a trained model, its tokenizer, the validation documents and the QA table)::
 
-    >>> table = by_mentions(bio_fact_rows(model, tok, val_docs, mentions), qa_rows(model, tok, qa))
-    >>> list(table.columns)
-    ['mentions', 'bio_facts', 'bio_acc', 'qa_questions', 'qa_acc']
+    table = by_mentions(bio_fact_rows(model, tok, val_docs, mentions), qa_rows(model, tok, qa))
+    list(table.columns)  # ['mentions', 'bio_facts', 'bio_acc', 'qa_questions', 'qa_acc']
 """
 
 from __future__ import annotations

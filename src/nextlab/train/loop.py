@@ -4,13 +4,13 @@
 every `params.checkpoint_every` steps. Everything that decides the next step — weights, optimizer
 moments, the step, the global torch RNG (dropout) and the data generator (window offsets) — is in
 the checkpoint, so on the CPU an interrupted run resumed from it ends with bitwise the same
-weights as one that never stopped (same thread count: 1 vs 2 threads changes fp32 bits).
+weights as one that never stopped (same thread count: 1 vs 2 threads changes fp32 bits). How the
+train stage calls it (`tests/test_train.py` runs it on a tiny corpus)::
 
-    >>> state = new_state(config, params, seed=0, device=torch.device("cpu"))
-    >>> outcome = train(state, train_data, val_data, params, checkpoint_path=Path("last.pt"),
-    ...                 tokenizer_hash="ab12", seed=0)
-    >>> outcome.step == params.steps
-    True
+    state = new_state(config, params, seed=0, device=torch.device("cpu"))
+    outcome = train(state, train_data, val_data, params, checkpoint_path=Path("last.pt"),
+                    tokenizer_hash="ab12", seed=0)
+    assert outcome.step == params.steps
 """
 
 from __future__ import annotations

@@ -268,7 +268,7 @@ def cost(tables, model: str) -> Drawn:
                  for path, part in rows.groupby("path")}
         ratio = (speed["default"] / speed["invariant"]).dropna()
         for b, value in ratio.items():
-            findings.append(Finding(f"nondeterminism.{model}.{job.replace('/', '.')}.invariant_slowdown_b{b}",
+            findings.append(Finding(f"time.nondeterminism.{model}.{job.replace('/', '.')}.invariant_slowdown_b{b}",
                                     f"{job}, batch {b}: invariant decoding time / default", float(value), digits=2))
     return Drawn(lambda path: invariant_cost(data, path), findings=findings,
                  note="Speed is measured, not modelled: it varies with the machine's load (the goal is at most "

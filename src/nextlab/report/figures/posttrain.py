@@ -173,7 +173,7 @@ def onpolicy(tables, model: str, control: str) -> Drawn:
     findings += list(deltas.values())
     seconds = steps.groupby("kernels")["seconds"].mean()
     cost = float(seconds["invariant"] / seconds["default"])
-    findings.append(Finding(f"{key}.step_cost", "seconds per step, invariant / default kernels", cost,
+    findings.append(Finding(f"time.{key}.step_cost", "seconds per step, invariant / default kernels", cost,
                             n=len(steps), digits=2))
     if findings[0].value < 0:
         findings[0] = dataclasses.replace(findings[0], label=findings[0].label + "; below 0 by rounding")
