@@ -161,6 +161,7 @@ class BatchInvariantGPT(nn.Module):
         super().__init__()
         _check_supported(model)
         self.model = model
+        self._plans: dict[tuple, tuple[bool, tuple[int, ...]]] = {}  # per (dtype, device, threads): `_plan`
 
     @property
     def config(self):
@@ -272,7 +273,7 @@ class BatchInvariantGPT(nn.Module):
         attention kernel (`fused_kernel`) and the tail blocks every product agrees with a
         ROW_BLOCK product at (`kernels.common_tails`)."""
         key = (dtype, device, torch.get_num_threads())
-        plans = self.__dict__.setdefault("_plans", {})
+        plans = self._plans
         if key not in plans:
             block = self.model.blocks[0]
             weights = [block.attn.c_attn.weight, block.attn.c_proj.weight, block.mlp.c_fc.weight,

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 
 from nextlab.config.nondeterminism import FIGURES  # noqa: E402
 from nextlab.io import atomic_path  # noqa: E402
+from nextlab.nondeterminism.metrics import decoding_speed  # noqa: E402
 
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
@@ -220,10 +221,11 @@ def invariant_cost(tables: dict[str, pd.DataFrame], path: Path) -> Path:
     else:
         sizes = sorted(free["batch_size"].unique())
         for color, (label, rows) in zip(COLORS * 4, _jobs(free)):
+            measured = decoding_speed(rows)
             speed = {}
             for path_name, style in (("default", "-"), ("invariant", "--")):
-                part = rows[rows["path"] == path_name].groupby("batch_size")
-                speed[path_name] = part["tokens"].sum() / part["seconds"].sum()
+                speed[path_name] = measured[path_name] if path_name in measured.index.get_level_values(0) else \
+                    pd.Series(dtype=float)
                 ax.plot(speed[path_name].index, speed[path_name].values, style, marker="o", ms=3, color=color,
                         label=f"{label} {path_name}")
             ratio = (speed["default"] / speed["invariant"]).dropna()

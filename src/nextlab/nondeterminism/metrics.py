@@ -40,6 +40,14 @@ from nextlab.nondeterminism.power import detection_power, predicted_flips, upper
 DETECT_RATE = 0.01
 
 
+def decoding_speed(timing: pd.DataFrame) -> pd.Series:
+    """Free-running decoding speed of the first runs, all rows' tokens / wall seconds, indexed by
+    (path, batch_size); the invariant mode's slowdown at b is speed["default", b] / speed["invariant", b]."""
+    free = timing[(timing["measure"] == "free") & (timing["run"] == "first")] if len(timing) else timing
+    sums = free.groupby(["path", "batch_size"])[["tokens", "seconds"]].sum()
+    return (sums["tokens"] / sums["seconds"].where(sums["seconds"] > 0)).dropna()
+
+
 def _ratio(num: float, den: float) -> float | None:
     return float(num) / float(den) if den else None
 
@@ -131,12 +139,11 @@ def job_metrics(logits: pd.DataFrame, completions: pd.DataFrame, timing: pd.Data
     inv_unique = unique[unique["path"] == "invariant"] if len(unique) else unique
     out["control_invariant_unique_max"] = int(inv_unique["unique"].max()) if len(inv_unique) else None
 
-    free = timing[(timing["measure"] == "free") & (timing["run"] == "first")] if len(timing) else timing
+    measured = decoding_speed(timing)
     for b in sizes:
         speed = {}
         for path in ("default", "invariant"):
-            rows = free[(free["path"] == path) & (free["batch_size"] == b)] if len(free) else free
-            speed[path] = _ratio(rows["tokens"].sum(), rows["seconds"].sum()) if len(rows) else None
+            speed[path] = float(measured[path, b]) if (path, b) in measured.index else None
             out[f"tokens_per_s_{path}_b{b}"] = speed[path]
         both = speed["default"] and speed["invariant"]
         out[f"invariant_slowdown_b{b}"] = speed["default"] / speed["invariant"] if both else None

@@ -256,18 +256,16 @@ def divergence(tables, model: str) -> Drawn:
 )
 def cost(tables, model: str) -> Drawn:
     from nextlab.nondeterminism.figures import invariant_cost
+    from nextlab.nondeterminism.metrics import decoding_speed
 
     data = _tables(tables, model, "timing")
     timing = data["timing"]
-    free = timing[(timing["measure"] == "free") & (timing["run"] == "first")]
     findings = []
-    for (job, rows) in free.assign(job=free.apply(_job, axis=1)).groupby("job"):
-        if not (rows["path"] == "invariant").any():
+    for job, rows in timing.assign(job=timing.apply(_job, axis=1)).groupby("job"):
+        speed = decoding_speed(rows)
+        if "invariant" not in speed.index.get_level_values(0):
             continue
-        speed = {path: part.groupby("batch_size")["tokens"].sum() / part.groupby("batch_size")["seconds"].sum()
-                 for path, part in rows.groupby("path")}
-        ratio = (speed["default"] / speed["invariant"]).dropna()
-        for b, value in ratio.items():
+        for b, value in (speed["default"] / speed["invariant"]).dropna().items():
             findings.append(Finding(f"time.nondeterminism.{model}.{job.replace('/', '.')}.invariant_slowdown_b{b}",
                                     f"{job}, batch {b}: invariant decoding time / default", float(value), digits=2))
     return Drawn(lambda path: invariant_cost(data, path), findings=findings,
