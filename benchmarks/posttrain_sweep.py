@@ -7,8 +7,9 @@ Starts from results/<study>/models/<model>/sft/ckpt.pt (run the study first), po
 scheme under each setting of `SETTINGS` into a temporary folder (`nextlab.posttrain.stage`), answers
 the calibration split greedily and prints one row per (setting, scheme): the score at the scheme's
 own t, the SFT model's threshold policy on its candidate-normalised probability at that t (the
-reference to reach), abstention on all questions and on facts seen 16 times, and hallucination
-on never-seen names. Seconds are wall clock on a shared machine: noisy. One thread.
+reference to reach), abstention on all questions and on facts seen 16 times, hallucination on
+never-seen names, and how often the trained model's best candidate guess is still right on seen
+people's questions (beside the SFT model's: what post-training cost its knowledge). Seconds are wall clock on a shared machine: noisy. One thread.
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ SETTINGS = {
     "belief 240 lr 3e-4, no pg": {"advantage": "group", "decision_steps": 240, "decision_lr": 3e-4, "decision_targets": "belief",
                                   "lr": 1e-9},
     "outcome 120, no pg": {"advantage": "group", "decision_steps": 120, "lr": 1e-9},
+    # Answer-or-abstain and the value learned apart, answers drawn given answering (issue 11).
+    "factored": {"advantage": "factored"},
+    "factored, lr 3e-4": {"advantage": "factored", "lr": 3e-4},
+    "factored, lr 3e-4, 60 steps": {"advantage": "factored", "lr": 3e-4, "steps": 60},
+    "factored, lr 1e-3": {"advantage": "factored", "lr": 1e-3},
+    "factored, temperature 1.0": {"advantage": "factored", "temperature": 1.0},
+    "factored, lr 3e-4, temperature 1.0": {"advantage": "factored", "lr": 3e-4, "temperature": 1.0},
 }
 
 
@@ -90,6 +98,8 @@ def measures(table, t: float) -> dict[str, float]:
         "halluc_unseen": float((~correct & ~abstain)[unseen].mean()),
         "halluc": float((~correct & ~abstain).mean()),
         "threshold": float(M.threshold_policy(table["guess_confidence"], table["guess_correct"], t).mean()),
+        # What the model still knows: its best candidate guess is right (on seen people's questions).
+        "guess_right": float(table["guess_correct"].to_numpy(bool)[~unseen].mean()),
     }
 
 
@@ -126,8 +136,8 @@ def main() -> None:
     print(f"study {study.study}, model {model_name}, calibration split: {len(calib)} questions "
           f"({int((~calib['seen']).sum())} never-seen names), seeds {args.seeds}")
     print("| setting | scheme | score at own t | SFT threshold (cand) | SFT model's own score | abstain | "
-          "abstain k16 | halluc. | SFT halluc. | halluc. unseen | s/run |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "abstain k16 | halluc. | SFT halluc. | halluc. unseen | best guess right (SFT) | s/run |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.settings:
         p = study.posttrain.model_copy(update=SETTINGS[name])
         run_study = study.model_copy(update={"posttrain": p})
@@ -147,7 +157,7 @@ def main() -> None:
             ref = measures(start_table, t)
             print(f"| {name} | {scheme} | {mean['score']:.3f} | {ref['threshold']:.3f} | {ref['score']:.3f} | "
                   f"{mean['abstain']:.2f} | {mean['abstain_k16']:.2f} | {mean['halluc']:.3f} | {ref['halluc']:.3f} | "
-                  f"{mean['halluc_unseen']:.3f} | "
+                  f"{mean['halluc_unseen']:.3f} | {mean['guess_right']:.3f} ({ref['guess_right']:.3f}) | "
                   f"{np.mean(seconds):.0f} |", flush=True)
 
 

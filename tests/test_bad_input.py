@@ -106,7 +106,7 @@ CASES = [
     Case("same-scheme-twice", "snakemake", "'penalized-0.75' and 'penalized-.75' are the same scheme",
          params=_set("schemes: [none, binary, penalized-0.75, calibrated]",
                      "schemes: [none, binary, penalized-0.75, penalized-.75]")),
-    Case("unknown-advantage", "snakemake", "posttrain.advantage: got 'mean'; Input should be 'group' or 'vs_abstain'",
+    Case("unknown-advantage", "snakemake", "posttrain.advantage: got 'mean'; Input should be 'group', 'vs_abstain' or 'factored'",
          params=_set("  group_size: 2", "  group_size: 2\n  advantage: mean")),
     Case("control-not-a-scheme", "snakemake", "invariant_control: 'penalized-0.9' is not a post-trained scheme",
          params=_set("  invariant_control: [binary]", "  invariant_control: [penalized-0.9]")),

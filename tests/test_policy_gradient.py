@@ -116,3 +116,49 @@ def test_versus_abstain_answers_where_it_knows_and_abstains_where_it_does_not():
     assert probs[1, ABSTAIN] > 0.8
     with pytest.raises(ValueError, match="advantage"):
         pg_step(policy, None, opt, [[0, 3]], penalized, PGConfig(advantage="nope", max_new_tokens=1), gen)
+
+
+def test_factored_step_learns_the_decision_and_never_samples_an_abstention():
+    """The same toy problem under advantage='factored': answers are drawn given answering (the
+    abstain token is never drawn first), yet the policy's own probability of abstaining rises on
+    [0, 4], where every answer is wrong, and falls on [0, 3], where token 7 is right."""
+    torch.set_num_threads(1)
+    policy = tiny_model()
+    cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=0.0, max_new_tokens=1, lr=0.03, advantage="factored",
+                   abstain_token=ABSTAIN, reward_range=4.0)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(2)
+    drawn = []
+
+    def penalized(i, toks):
+        drawn.append(toks[0])
+        if toks[:1] == [ABSTAIN]:
+            return 0.0, "abstain"
+        return (1.0, "correct") if i == 0 and toks[:1] == [REWARDED] else (-3.0, "wrong")
+
+    per_prompt: list[float] = []
+    logs = [pg_step(policy, None, opt, [[0, 3], [0, 4]], penalized, cfg, gen, per_prompt) for _ in range(60)]
+    with torch.no_grad():
+        probs = policy(torch.tensor([[0, 3], [0, 4]]))[:, -1].softmax(-1)
+    assert ABSTAIN not in drawn and len(drawn) == 60 * 2 * 16
+    assert probs[0, REWARDED] > 0.8 and probs[0, ABSTAIN] < 0.1
+    assert probs[1, ABSTAIN] > 0.8
+    # The log reports the sampled policy's expected rates: its probability of abstaining per prompt.
+    assert len(per_prompt) == 60 * 2
+    assert logs[-1]["abstain_rate"] == pytest.approx(np.mean(per_prompt[-2:]))
+    assert logs[-1]["answer_rate"] + logs[-1]["abstain_rate"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="abstain_token"):
+        pg_step(policy, None, opt, [[0, 3]], penalized, PGConfig(advantage="factored", max_new_tokens=1), gen)
+
+
+def test_factored_targets_leave_values_alone_when_every_answer_scores_the_same():
+    """A group whose answers all score alike gives its values no push (the value advantage is
+    centred); the decision still learns abstaining (all wrong) or answering (all right)."""
+    from nextlab.posttrain.policy_gradient import factored_targets
+
+    adv, answer, weight = factored_targets(np.array([[-3.0, -3.0, -3.0], [1.0, 1.0, 1.0]]), 0.0, 4.0)
+    assert adv.tolist() == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    assert answer.tolist() == [False, True]
+    assert weight.tolist() == [0.75, 0.25]
+    with pytest.raises(ValueError, match="reward_range"):
+        factored_targets(np.zeros((1, 2)), 0.0, 0.0)

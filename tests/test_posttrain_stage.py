@@ -242,3 +242,20 @@ def test_weighted_finetune_learns_the_heavier_target():
     finetune(model, examples, cfg, torch.Generator().manual_seed(0), weights=[0.0, 1.0])
     probs = torch.softmax(model(torch.tensor([[0, 3]]))[0, -1], -1)
     assert probs[7] > 0.9 and probs[5] < 0.01
+
+
+def test_factored_posttrain_through_the_cli(pipeline):
+    """`posttrain.advantage: factored` end to end: the job runs on the SFT model, and its per-step
+    log reports the policy's own probability of abstaining (answers were drawn given answering)."""
+    d = pipeline
+    params = d["root"] / "factored.yaml"
+    params.write_text(yaml.safe_dump(PARAMS | {"posttrain": PARAMS["posttrain"] | {"advantage": "factored"}}))
+    out = d["models"] / "posttrain_factored" / "penalized-0.75" / "seed1"
+    assert cli("posttrain", "--params", params, "--threads", 1, "--model", "tiny", "--data", d["data"],
+               "--tokenizer", d["tok"], "--scheme", "penalized-0.75", "--seed", 1,
+               "--init", d["models"] / "sft" / "ckpt.pt", "--out", out) == 0
+    steps = pd.read_csv(out / "steps.csv")
+    assert len(steps) == 2
+    assert ((steps["abstain_rate"] > 0) & (steps["abstain_rate"] < 1)).all()  # a probability, not a share of draws
+    assert (steps["answer_rate"] + steps["abstain_rate"]).to_numpy() == pytest.approx(1.0)
+    assert steps[["abstain_rate_seen", "abstain_rate_unseen"]].notna().all().all()

@@ -119,8 +119,9 @@ class PosttrainParams(Section):
         "the scheme's costs; belief: the better action by the start model's own probability of its guess; "
         "recalibrated: by that probability mapped to the share of right guesses at it (nextlab.posttrain.decision)",
     )
-    advantage: Literal["group", "vs_abstain"] = Field(
-        "group", description="group: reward minus the group's mean; vs_abstain: each answer against abstaining "
+    advantage: Literal["group", "vs_abstain", "factored"] = Field(
+        "group", description="group: reward minus the group's mean; vs_abstain: each answer against abstaining; "
+        "factored: answer-or-abstain and which value learned apart, answers drawn given answering "
         "(see nextlab.posttrain.policy_gradient)"
     )
 

@@ -50,8 +50,10 @@ def _invariant(model: torch.nn.Module) -> torch.nn.Module:
 @torch.no_grad()
 def sample(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int, temperature: float,
            eos_id: int | None = EOS_ID, pad_id: int = PAD_ID, generator: torch.Generator | None = None,
-           batch_invariant: bool = False) -> Sampled:
-    """Sample answers from softmax(logits / temperature), as `generate` does, keeping the logits."""
+           batch_invariant: bool = False, banned_first: int | None = None) -> Sampled:
+    """Sample answers from softmax(logits / temperature), as `generate` does, keeping the logits.
+    With `banned_first` that token is never drawn as an answer's first token (the draw is then
+    conditional on the answer not starting with it); the kept logits stay the model's own."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     policy = _invariant(model) if batch_invariant else model
@@ -65,10 +67,12 @@ def sample(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int
     kept: list[torch.Tensor] = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     past, step_input = None, idx
-    for _ in range(max_new_tokens):
+    for position in range(max_new_tokens):
         logits, past = policy(step_input, attention_mask=mask, past_kv=past, use_cache=True)
         logits = logits[:, -1, :].float()
         kept.append(logits)
+        if position == 0 and banned_first is not None:
+            logits = logits.index_fill(1, torch.tensor([banned_first], device=device), float("-inf"))
         probs = F.softmax(logits / temperature, dim=-1)
         next_tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         next_tok = torch.where(done, torch.full_like(next_tok, pad_id), next_tok)

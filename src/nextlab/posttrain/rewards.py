@@ -49,6 +49,19 @@ def reward(scheme: Scheme, grade: str, stated: float | None = None) -> float:
     raise ValueError(f"scheme {scheme.name!r} has no reward (it trains nothing)")
 
 
+def reward_range(scheme: Scheme) -> float:
+    """The best reward minus the worst under a scheme (over every grade and stated confidence).
+
+    >>> from nextlab.config.posttrain import parse_scheme
+    >>> reward_range(parse_scheme("penalized-0.75")), reward_range(parse_scheme("calibrated"))
+    (4.0, 2.0)
+    """
+    if scheme.kind == "calibrated":
+        return 2.0  # 1 (right, stated 1) down to -1 (wrong, stated 1)
+    values = [reward(scheme, g) for g in GRADES]
+    return max(values) - min(values)
+
+
 def rewards(scheme: Scheme, grades: Sequence[str], stated: Sequence[float | None] | None = None) -> np.ndarray:
     """`reward` for each of several answers."""
     stated = stated if stated is not None else [None] * len(grades)

@@ -49,7 +49,7 @@ from nextlab.posttrain.decision import (
     wrong_cost,
 )
 from nextlab.posttrain.policy_gradient import PGConfig, pg_step
-from nextlab.posttrain.rewards import reward
+from nextlab.posttrain.rewards import reward, reward_range
 from nextlab.posttrain.sft import Example, SFTConfig, finetune, mean_answer_loss
 from nextlab.progress import bar as progress_bar
 from nextlab.provenance import provenance
@@ -156,14 +156,13 @@ def start_stage_of(scheme: Scheme) -> str:
     return "sft_confidence" if scheme.kind == "calibrated" else "sft"
 
 
-def reward_fn_for(scheme: Scheme, codec: QACodec, golds: list[str], record: list[tuple[int, str]]):
+def reward_fn_for(scheme: Scheme, codec: QACodec, golds: list[str]):
     """The policy gradient's reward callable: decode, grade (`graded`: an answer that never ended
     is wrong), reward."""
 
     def fn(i: int, tokens: list[int]) -> tuple[float, str]:
         decoded = codec.decode(tokens)
         g = graded(decoded, golds[i])
-        record.append((i, g))
         return reward(scheme, g, decoded.stated), g
 
     return fn
@@ -288,8 +287,8 @@ def run_posttrain(
 
     cfg = PGConfig(group_size=p.group_size, temperature=p.temperature, lr=p.lr, kl_coef=p.kl_coef,
                    grad_clip=p.grad_clip, max_new_tokens=p.max_answer_tokens, advantage=p.advantage,
-                   abstain_reward=reward(scheme, "abstain", 0.0),
-                   batch_invariant=p.batch_invariant)
+                   abstain_reward=reward(scheme, "abstain", 0.0), abstain_token=codec.answer_body(IDK)[0],
+                   reward_range=reward_range(scheme), batch_invariant=p.batch_invariant)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.0)
     generator = torch.Generator(device=device).manual_seed(seed)
     steps: list[dict[str, Any]] = []
@@ -297,15 +296,15 @@ def run_posttrain(
     for step in range(1, p.steps + 1):
         chosen = np.concatenate([rng.choice(rl_index, n_rl, replace=False),
                                  rng.choice(ft_index, n_ft, replace=False)])
-        record: list[tuple[int, str]] = []
-        fn = reward_fn_for(scheme, codec, [golds[i] for i in chosen], record)
+        fn = reward_fn_for(scheme, codec, [golds[i] for i in chosen])
+        abstained: list[float] = []
         t0 = time.perf_counter()
-        row: dict[str, Any] = {"step": step, **pg_step(policy, ref, optimizer, [prompts[i] for i in chosen], fn, cfg, generator)}
+        row: dict[str, Any] = {"step": step, **pg_step(policy, ref, optimizer, [prompts[i] for i in chosen], fn, cfg,
+                                                        generator, abstained)}
         row["seconds"] = time.perf_counter() - t0
-        abstained = np.array([g == "abstain" for _, g in record])
-        on_seen = seen[chosen[[i for i, _ in record]]]
-        row["abstain_rate_seen"] = float(abstained[on_seen].mean()) if on_seen.any() else math.nan
-        row["abstain_rate_unseen"] = float(abstained[~on_seen].mean()) if (~on_seen).any() else math.nan
+        on_seen = seen[chosen]
+        row["abstain_rate_seen"] = float(np.mean(np.array(abstained)[on_seen])) if on_seen.any() else math.nan
+        row["abstain_rate_unseen"] = float(np.mean(np.array(abstained)[~on_seen])) if (~on_seen).any() else math.nan
         steps.append(row)
         bar.update(1)
         if on_step is not None:
