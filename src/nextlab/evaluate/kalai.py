@@ -31,29 +31,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.nn import functional as F
 
 from nextlab.evaluate.bootstrap import interval, weighted_mean
-from nextlab.generate import PAD_ID
 from nextlab.qa import metrics as M
+from nextlab.qa.answers import candidate_logprobs
 from nextlab.train.facts import BOS_ID, value_token_positions
 
 
 @torch.no_grad()
 def value_candidates(
     model: torch.nn.Module, tokenizer: Any, docs: list[dict[str, Any]], mentions: dict[str, int],
-    vocabularies: dict[str, list[str]],
+    vocabularies: dict[str, list[str]], batch_size: int = 32,
 ) -> pd.DataFrame:
     """One row per fact of the fresh biographies: person, attribute, mentions, gold, guess,
     confidence (the guess's probability normalised over the vocabulary), gold_probability,
-    correct. One forward pass per fact scores every candidate value (right-padded, so no mask)."""
+    correct. Every candidate value is scored as the continuation of the text before the fact
+    (`qa.answers.candidate_logprobs`: the candidates as a trie, facts of one attribute batched)."""
     bios = [d for d in docs if d.get("kind") == "bio" and d.get("spans") and d.get("person") in mentions]
     block = model.config.block_size
-    device = next(model.parameters()).device
     model.eval()
     encoded = {attr: [tokenizer.encode(" " + v, add_special_tokens=False).ids for v in values]
                for attr, values in vocabularies.items()}
-    rows = []
+    facts = []  # (person, attribute, gold, prefix)
     encodings = tokenizer.encode_batch([d["text"] for d in bios], add_special_tokens=False)
     for doc, enc in zip(bios, encodings):
         for attribute, a, b in doc["spans"]:
@@ -63,27 +62,27 @@ def value_candidates(
             if not positions:
                 continue
             prefix = [BOS_ID, *enc.ids[: positions[0]]]
-            cands = encoded[attribute]
-            if len(prefix) + max(len(c) for c in cands) > block:
+            if len(prefix) + max(len(c) for c in encoded[attribute]) > block:
                 continue  # the value falls beyond the context window
-            seqs = [prefix + c for c in cands]
-            width = max(len(s) for s in seqs)
-            idx = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
-            for r, s in enumerate(seqs):
-                idx[r, : len(s)] = torch.tensor(s)
-            logp = F.log_softmax(model(idx.to(device)).float(), dim=-1).cpu().numpy()
-            scores = np.array([sum(logp[r, len(prefix) - 1 + j, tok] for j, tok in enumerate(c))
-                               for r, c in enumerate(cands)])
-            probs = np.exp(scores - np.logaddexp.reduce(scores))
-            gold = doc["text"][a:b]
-            values = vocabularies[attribute]
-            best = int(np.argmax(probs))
-            rows.append({
-                "person": doc["person"], "attribute": attribute, "mentions": int(mentions[doc["person"]]),
-                "gold": gold, "guess": values[best], "confidence": float(probs[best]),
-                "gold_probability": float(probs[values.index(gold)]) if gold in values else math.nan,
-                "correct": values[best] == gold,
-            })
+            facts.append((doc["person"], attribute, doc["text"][a:b], prefix))
+    scores: dict[int, np.ndarray] = {}
+    order = sorted(range(len(facts)), key=lambda i: (facts[i][1], i))  # one attribute's candidates per batch
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        out = candidate_logprobs(model, [facts[i][3] for i in chunk], [encoded[facts[i][1]] for i in chunk],
+                                 end_ids=None)
+        scores.update(zip(chunk, out))
+    rows = []
+    for i, (person, attribute, gold, _) in enumerate(facts):
+        probs = np.exp(scores[i] - np.logaddexp.reduce(scores[i]))
+        values = vocabularies[attribute]
+        best = int(np.argmax(probs))
+        rows.append({
+            "person": person, "attribute": attribute, "mentions": int(mentions[person]),
+            "gold": gold, "guess": values[best], "confidence": float(probs[best]),
+            "gold_probability": float(probs[values.index(gold)]) if gold in values else math.nan,
+            "correct": values[best] == gold,
+        })
     return pd.DataFrame(rows, columns=["person", "attribute", "mentions", "gold", "guess", "confidence",
                                        "gold_probability", "correct"])
 

@@ -107,8 +107,11 @@ def _trie(candidates: tuple[tuple[int, ...], ...]) -> _Trie:
 @torch.no_grad()
 def candidate_logprobs(
     model: torch.nn.Module, prompts: list[list[int]], candidates: list[list[list[int]]],
+    end_ids: tuple[int, ...] | None = END_IDS,
 ) -> list[np.ndarray]:
-    """log P(candidate tokens, then an end token | prompt) for every candidate of every prompt.
+    """log P(candidate tokens, then an end token | prompt) for every candidate of every prompt;
+    with `end_ids=None`, log P(candidate tokens | prompt) (a value inside running text, where
+    anything may follow it).
 
     A prompt's candidates share prefixes (years their first digits, names their first syllables),
     so they are laid out as a trie after the prompt, each distinct prefix once, and the whole row
@@ -141,7 +144,10 @@ def candidate_logprobs(
     logits = model(torch.from_numpy(idx).to(device), positions=torch.from_numpy(positions).to(device),
                    allowed=torch.from_numpy(allowed)[:, None].to(device))
     logp = F.log_softmax(logits.float(), dim=-1)
-    end = torch.logsumexp(logp[:, :, list(END_IDS)], dim=-1).cpu().numpy()  # (B, width)
+    if end_ids is None:
+        end = np.zeros(logp.shape[:2])
+    else:
+        end = torch.logsumexp(logp[:, :, list(end_ids)], dim=-1).cpu().numpy()  # (B, width)
     logp = logp.cpu().numpy()
     out = []
     for b, trie in enumerate(tries):
