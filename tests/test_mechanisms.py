@@ -302,3 +302,44 @@ def test_heads_verdict_counts_concentration_over_uniform_not_share():
     plt.close(drawn.figure)
     assert drawn.verdict.startswith("Supported: heads specialise in 2 different roles")
     assert "attribute: L1 H0" in drawn.verdict and "previous: L2 H0" in drawn.verdict and "name" not in drawn.verdict
+
+
+class _TablesWithJson(_Tables):
+    def __init__(self, frames: dict[str, pd.DataFrame], documents: dict[str, dict]):
+        super().__init__(frames)
+        self.documents = documents
+
+    def json(self, path: str, keys) -> dict:
+        return self.documents[path.rsplit("/", 1)[-1]]
+
+
+def test_kalai_verdict_compares_the_forced_error_with_the_bound():
+    """The figure draws the job's own rows and metrics: supported when the forced error sits above
+    the singleton rate minus the ECE with intervals apart, contradicted below, else not resolved."""
+    import matplotlib.pyplot as plt
+
+    from nextlab.evaluate.kalai import bound_summary
+    from nextlab.report.figures.mechanisms import kalai
+
+    rng = np.random.default_rng(0)
+    mentions = np.repeat([1, 4, 16], 200)
+    confidence = np.clip(np.where(mentions == 1, 0.3, np.where(mentions == 4, 0.6, 0.95)) + rng.normal(0, 0.05, 600),
+                         0.01, 1.0)
+    rows = pd.DataFrame({"mentions": mentions, "confidence": confidence, "correct": rng.random(600) < confidence})
+
+    def drawn_with(singleton_rate):
+        metrics = {f"kalai_{k}": v for k, v in bound_summary(rows, singleton_rate, 10, 200, 0).items()}
+        drawn = kalai(_TablesWithJson({"kalai.parquet": rows}, {"metrics.json": metrics}), model="m")
+        plt.close(drawn.figure)
+        return drawn, metrics
+
+    drawn, metrics = drawn_with(1 / 3)  # forced error ~0.38 against a bound near 1/3 - ECE
+    assert drawn.verdict.startswith("Supported"), drawn.verdict
+    assert list(drawn.data["mentions"]) == ["1", "4", "16", "all"]
+    assert drawn.data["forced_error"].iloc[-1] == pytest.approx(1 - rows["correct"].mean())
+    bound = next(f for f in drawn.findings if f.key.endswith("kalai_bound"))
+    assert bound.value == pytest.approx(1 / 3 - metrics["kalai_ece"])
+    assert drawn_with(0.9)[0].verdict.startswith("Contradicted")
+    assert drawn_with(0.4 + metrics["kalai_ece"])[0].verdict.startswith("Not resolved")
+    vacuous = drawn_with(metrics["kalai_ece"] / 2)[0].verdict  # miscalibrated beyond the singleton rate
+    assert vacuous.startswith("Not resolved: the bound is vacuous"), vacuous

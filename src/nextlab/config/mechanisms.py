@@ -7,7 +7,9 @@ Three experiments on each model, one job per model:
 * decoding: greedy decoding against sampling (temperature, top-k, top-p) on questions and on
   generated biographies;
 * in context: questions about never-seen names answered with and without their biography in the
-  prompt, the weights hashed before and after.
+  prompt, the weights hashed before and after;
+* kalai: the pretrained model forced to name every seen fact's value in its fresh biography, its
+  calibration and error against the singleton rate (Kalai et al.'s bound).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from nextlab.config.base import Section
 
 # What a job writes (the workflow plans its files from these names).
-TABLES = ("ablation", "heads", "decoding_qa", "decoding_bio", "in_context")
+TABLES = ("ablation", "heads", "decoding_qa", "decoding_bio", "in_context", "kalai")
 
 
 class DecodingStrategy(Section):

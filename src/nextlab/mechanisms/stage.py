@@ -1,4 +1,4 @@
-"""The mechanisms stage: one job per model, four experiments on its trained weights.
+"""The mechanisms stage: one job per model, five experiments on its trained weights.
 
 Job outputs in `out_dir` (results/<study>/mechanisms/<model>/):
 
@@ -9,10 +9,11 @@ Job outputs in `out_dir` (results/<study>/mechanisms/<model>/):
 | `decoding_qa.parquet` | per strategy x sample x evaluation question: the answer and its grade |
 | `decoding_bio.parquet` | per strategy x evaluation person: the generated biography, its repetition, the values it states and how many are right |
 | `in_context.parquet` | per checkpoint (`pretrain`, `sft`) x condition (`none`, `context`, `other_context`) x never-seen name x attribute: the greedy answer and its grade against the biography's value, the weights' hash before and after |
+| `kalai.parquet` | per seen fact of the fresh biographies: mention count, the pretrained model's forced answer (its likeliest value, normalised over the attribute's values), that answer's probability, whether it is right (`nextlab.evaluate.kalai`) |
 | `metrics.json`, `provenance.json` | flat headline metrics; code version, params hash, data and tokenizer hashes, the checkpoints |
 
-The ablations and head roles use the pretrained model (what pretraining stored, before any
-fine-tuning); the questions are answered by the fine-tuned model, which knows the QA format and
+The ablations, head roles and Kalai et al.'s bound use the pretrained model (what pretraining
+stored, before any fine-tuning); the questions are answered by the fine-tuned model, which knows the QA format and
 abstention. The in-context questions go to both. Every check on params and inputs runs before a
 model is loaded.
 """
@@ -20,6 +21,7 @@ model is loaded.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ from nextlab.config.mechanisms import TABLES
 from nextlab.data.stage import read_jsonl
 from nextlab.data.world import World
 from nextlab.errors import NextlabError
-from nextlab.io import atomic_path, require_file, write_json
+from nextlab.evaluate.kalai import bound_summary, value_candidates
+from nextlab.io import atomic_path, read_json, require_file, write_json
 from nextlab.mechanisms.ablation import build_facts, run_ablations
 from nextlab.mechanisms.decoding import distinct_n, repetition, sample, stated_values
 from nextlab.mechanisms.heads import ATTRIBUTE_WORDS, ROLES, head_table, prompt_roles, query_attention, role_shares
@@ -167,6 +170,7 @@ def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: 
     require_split(qa, "eval", qa_path)
     world = World.load(require_file(data_dir / "world.json", "world"))
     val = read_jsonl(require_file(data_dir / "corpus" / "val.jsonl", "held-out corpus"))
+    singleton_rate = read_json(require_file(data_dir / "stats.json", "data stats"))["singleton_rate"]
     mentions = {q.person_id: q.mentions for q in world.people if q.seen}
     bios = _subset([d for d in val if d.get("kind") == "bio" and d.get("person") in mentions], p.bios, study.seed)
     if not bios:
@@ -192,6 +196,7 @@ def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: 
     heads = pd.DataFrame(head_table(shares, chance, p.bootstrap_samples, study.seed))
     bio_rows = decode_biographies(pretrained, tok, world, study)
     context_rows = read_in_context(pretrained, "pretrain", tok, codec, context_items, study)
+    kalai = value_candidates(pretrained, tok, val, mentions, world.vocabularies)
     del pretrained
     tuned, _ = load_checkpoint(sft_ckpt, device)
     qa_rows = decode_questions(tuned, codec, qa, study)
@@ -200,13 +205,16 @@ def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: 
 
     in_context = pd.DataFrame(context_rows)
     tables = {"ablation": ablation, "heads": heads, "decoding_qa": qa_rows, "decoding_bio": bio_rows,
-              "in_context": in_context}
+              "in_context": in_context, "kalai": kalai}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         with atomic_path(out / f"{name}.parquet") as tmp:
             tables[name].assign(model=model_name).to_parquet(tmp, index=False)
     metrics = job_metrics(ablation, heads) | decoding_metrics(qa_rows, bio_rows) | in_context_metrics(in_context)
+    if len(kalai):
+        bound = bound_summary(kalai, singleton_rate, study.evaluate.bins, p.bootstrap_samples, study.seed)
+        metrics |= {f"kalai_{key}": value for key, value in bound.items() if math.isfinite(value)}
     write_json(out / "metrics.json", metrics)
     write_json(out / "timing.json", {"seconds": seconds})
     write_json(out / "provenance.json", {**provenance(p, study.seed, data_hash), "tokenizer_hash": tok_hash,

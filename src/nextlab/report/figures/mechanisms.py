@@ -351,3 +351,82 @@ def in_context(tables, model: str) -> Drawn:
             verdict = (f"Not resolved: accuracy with and without the biography is not told apart ({c.reason}); "
                        f"{weights}.")
     return Drawn(fig, data=pd.DataFrame(rows), findings=findings, verdict=verdict)
+
+
+KALAI = ("mentions", "confidence", "correct")
+KALAI_KEYS = ("kalai_ece", "kalai_ece_lo", "kalai_ece_hi", "kalai_forced_error_all", "kalai_forced_error_all_lo",
+              "kalai_forced_error_all_hi", "kalai_forced_error_k1", "kalai_forced_error_k1_lo",
+              "kalai_forced_error_k1_hi", "kalai_facts_all", "kalai_facts_k1", "kalai_singleton_rate")
+
+
+@figure(
+    "mechanisms-kalai",
+    stage="mechanisms",
+    claim="frequency",
+    per=("model",),
+    title="Kalai et al.'s bound: the pretrained model forced to name every fact",
+    caption="Every seen person's fresh biography (never trained on) is cut before each fact; every value of "
+    "the attribute is scored as the continuation and normalised over the values, and the likeliest is the "
+    "pretrained model's forced answer. Left: its probability against the share of forced answers that are "
+    "right (equal-width bins; dot area: facts). Right: the share that are wrong, by how often the fact was "
+    "seen and over all seen facts, with the singleton rate (dashed) and the theorem's lower bound, the "
+    "singleton rate minus the calibration error (dotted). Bars: 95% Wilson intervals.",
+    needs=[Need(f"{JOB}/kalai.parquet", KALAI), Need(f"{JOB}/metrics.json", KALAI_KEYS)],
+    world=True,
+)
+def kalai(tables, model: str) -> Drawn:
+    import pandas as pd
+
+    from nextlab.qa.metrics import reliability_bins
+
+    table = tables.parquet(f"{JOB.format(model=model)}/kalai.parquet", KALAI)
+    m = tables.json(f"{JOB.format(model=model)}/metrics.json", KALAI_KEYS)
+    conf, right = table["confidence"].to_numpy(float), table["correct"].to_numpy(bool)
+    fig, axes = new_figure(ncols=2)
+    left, right_ax = axes[0]
+    counts, mean_conf, accuracy = reliability_bins(conf, right, 10, "width")
+    left.plot([0, 1], [0, 1], color="#999999", linewidth=1, linestyle="--")
+    left.scatter(mean_conf, accuracy, s=20 + 200 * counts / max(counts.max(), 1), color=COLORS[0], alpha=0.8)
+    left.set(xlabel="probability of the forced answer", ylabel="share right", xlim=(0, 1), ylim=(0, 1.02))
+    left.grid(True)
+    rows = []
+    groups = [(str(k), table["mentions"] == k) for k in sorted(table["mentions"].unique())] + [("all", None)]
+    for i, (label, sel) in enumerate(groups):
+        wrong = ~right if sel is None else ~right[sel.to_numpy()]
+        f = proportion(f"mechanisms.{model}.kalai_error_{label}", f"forced error, {label}", int(wrong.sum()), len(wrong))
+        right_ax.bar(i, f.value, 0.7, yerr=[[f.value - f.lo], [f.hi - f.value]], capsize=2,
+                     color=OUTCOME_COLORS["wrong"] if sel is not None else COLORS[0])
+        rows.append({"mentions": label, "forced_error": f.value, "lo": f.lo, "hi": f.hi, "n": f.n})
+    singleton, ece = m["kalai_singleton_rate"], m["kalai_ece"]
+    right_ax.axhline(singleton, color="#000000", linestyle="--", linewidth=1, label="singleton rate")
+    right_ax.axhline(singleton - ece, color="#000000", linestyle=":", linewidth=1, label="singleton rate − ECE")
+    right_ax.set_xticks(range(len(groups)), [g[0] for g in groups])
+    right_ax.set(xlabel="times the fact was seen", ylabel="share of forced answers wrong", ylim=(0, 1.02))
+    right_ax.legend(fontsize=8)
+    right_ax.grid(True, axis="y")
+
+    def found(key: str, label: str, n_key: str | None = None) -> Finding:
+        return Finding(f"mechanisms.{model}.{key}", label, m[key], m[f"{key}_lo"], m[f"{key}_hi"],
+                       int(m[n_key]) if n_key else None)
+
+    forced = found("kalai_forced_error_all", "forced-answer error, all seen facts", "kalai_facts_all")
+    once = found("kalai_forced_error_k1", "forced-answer error, facts seen once", "kalai_facts_k1")
+    calib = found("kalai_ece", "calibration error (ECE) of the forced answer's probability")
+    bound = Finding(f"mechanisms.{model}.kalai_bound", "the bound: singleton rate − ECE", singleton - ece,
+                    singleton - m["kalai_ece_hi"], singleton - m["kalai_ece_lo"])
+    rate = Finding(f"mechanisms.{model}.kalai_singleton_rate", "singleton rate (share of seen facts seen once)",
+                   singleton, interval="counted")
+    c = compare(forced, bound)
+    if not bound.hi > 0:
+        verdict = (f"Not resolved: the bound is vacuous here: the calibration error ({ece:.3f}) is not below the "
+                   f"singleton rate ({singleton:.3f}), and the theorem speaks of a calibrated model.")
+    elif c.resolved and c.higher is forced:
+        verdict = (f"Supported: forced to answer, the pretrained model errs on {forced.value:.1%} of seen facts "
+                   f"({once.value:.1%} of those seen once), above Kalai et al.'s lower bound, the singleton rate "
+                   f"{singleton:.3f} minus its calibration error {ece:.3f} (95% intervals do not overlap).")
+    elif c.resolved:
+        verdict = (f"Contradicted: the forced error ({forced.value:.1%}) is below the singleton rate minus the "
+                   f"calibration error ({bound.value:.3f}); 95% intervals do not overlap.")
+    else:
+        verdict = f"Not resolved: the forced error and the bound are not told apart ({c.reason})."
+    return Drawn(fig, data=pd.DataFrame(rows), findings=[forced, once, calib, rate, bound], verdict=verdict)
