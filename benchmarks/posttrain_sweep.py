@@ -61,6 +61,10 @@ SETTINGS = {
     "belief 240 lr 3e-4, no pg": {"advantage": "group", "decision_steps": 240, "decision_lr": 3e-4, "decision_targets": "belief",
                                   "lr": 1e-9},
     "outcome 120, no pg": {"advantage": "group", "decision_steps": 120, "lr": 1e-9},
+    # Smaller steps and more questions per step: does the collapse to "I don't know" come from noise?
+    "vs_abstain, lr 3e-5": {"advantage": "vs_abstain", "lr": 3e-5},
+    "vs_abstain, lr 1e-5": {"advantage": "vs_abstain", "lr": 1e-5},
+    "vs_abstain, lr 3e-5, 36 questions": {"advantage": "vs_abstain", "lr": 3e-5, "questions_per_step": 36},
     # Answer-or-abstain and the value learned apart, answers drawn given answering (issue 11).
     "factored": {"advantage": "factored"},
     "factored, lr 3e-4": {"advantage": "factored", "lr": 3e-4},

@@ -136,16 +136,16 @@ def test_factored_step_learns_the_decision_and_never_samples_an_abstention():
             return 0.0, "abstain"
         return (1.0, "correct") if i == 0 and toks[:1] == [REWARDED] else (-3.0, "wrong")
 
-    per_prompt: list[float] = []
-    logs = [pg_step(policy, None, opt, [[0, 3], [0, 4]], penalized, cfg, gen, per_prompt) for _ in range(60)]
+    per_answer: list[float] = []
+    logs = [pg_step(policy, None, opt, [[0, 3], [0, 4]], penalized, cfg, gen, per_answer) for _ in range(60)]
     with torch.no_grad():
         probs = policy(torch.tensor([[0, 3], [0, 4]]))[:, -1].softmax(-1)
     assert ABSTAIN not in drawn and len(drawn) == 60 * 2 * 16
     assert probs[0, REWARDED] > 0.8 and probs[0, ABSTAIN] < 0.1
     assert probs[1, ABSTAIN] > 0.8
     # The log reports the sampled policy's expected rates: its probability of abstaining per prompt.
-    assert len(per_prompt) == 60 * 2
-    assert logs[-1]["abstain_rate"] == pytest.approx(np.mean(per_prompt[-2:]))
+    assert len(per_answer) == 60 * 2 * 16 and len(set(per_answer[-32:-16])) == 1
+    assert logs[-1]["abstain_rate"] == pytest.approx(np.mean(per_answer[-32:]))
     assert logs[-1]["answer_rate"] + logs[-1]["abstain_rate"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="abstain_token"):
         pg_step(policy, None, opt, [[0, 3]], penalized, PGConfig(advantage="factored", max_new_tokens=1), gen)

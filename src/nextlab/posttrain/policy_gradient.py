@@ -166,11 +166,11 @@ def pg_step(
     reward_fn: RewardFn,
     cfg: PGConfig,
     generator: torch.Generator | None = None,
-    abstain_by_prompt: list[float] | None = None,
+    abstain_by_answer: list[float] | None = None,
 ) -> dict[str, float]:
-    """One policy-gradient step on `prompts`; returns the step's log (before the update). Each
-    prompt's abstention (the share of its drawn answers that abstained; under `factored` the
-    policy's probability of abstaining) is appended to `abstain_by_prompt` when given."""
+    """One policy-gradient step on `prompts`; returns the step's log (before the update). For each
+    drawn answer, prompt by prompt, whether it abstained (1.0 or 0.0; under `factored` the policy's
+    probability of abstaining on its prompt) is appended to `abstain_by_answer` when given."""
     G = cfg.group_size
     factored = cfg.advantage == "factored"
     if factored and cfg.abstain_token is None:
@@ -215,7 +215,6 @@ def pg_step(
         p_abstain = log_abstain.detach().exp().reshape(len(prompts), G).mean(1).cpu().numpy()
     else:
         decision_loss = torch.zeros((), device=logits.device)
-        p_abstain = np.array([g == "abstain" for g in grades], dtype=float).reshape(len(prompts), G).mean(1)
     pg_loss = -(adv * answer_logp).mean() + decision_loss
 
     n_tokens = mask.sum().clamp(min=1)
@@ -240,20 +239,31 @@ def pg_step(
     optimizer.step()
     policy.eval()
 
-    if abstain_by_prompt is not None:
-        abstain_by_prompt.extend(p_abstain.tolist())
     n = len(grades)
-    correct = np.array([g == "correct" for g in grades], dtype=float).reshape(len(prompts), G).mean(1)
-    wrong = np.array([g == "wrong" for g in grades], dtype=float).reshape(len(prompts), G).mean(1)
-    # Under `factored` answers were drawn given answering: the rates are the sampled policy's expected ones.
-    answering = 1.0 - p_abstain if factored else np.ones(len(prompts))
+    if factored:  # answers were drawn given answering: the sampled policy's expected rates
+        answering = 1.0 - p_abstain
+        per_prompt = {g: np.array([x == g for x in grades], dtype=float).reshape(len(prompts), G).mean(1)
+                      for g in ("correct", "wrong")}
+        abstained = np.repeat(p_abstain, G)
+        rates = {"reward": float((answering * rewards.mean(1) + p_abstain * cfg.abstain_reward).mean()),
+                 "answer_rate": float(answering.mean()), "abstain_rate": float(p_abstain.mean()),
+                 "correct_rate": float((answering * per_prompt["correct"]).mean()),
+                 "wrong_rate": float((answering * per_prompt["wrong"]).mean())}
+    else:
+        abstained = np.array([g == "abstain" for g in grades], dtype=float)
+        rates = {"reward": float(rewards.mean()), "answer_rate": sum(g != "abstain" for g in grades) / n,
+                 "abstain_rate": sum(g == "abstain" for g in grades) / n,
+                 "correct_rate": sum(g == "correct" for g in grades) / n,
+                 "wrong_rate": sum(g == "wrong" for g in grades) / n}
+    if abstain_by_answer is not None:
+        abstain_by_answer.extend(abstained.tolist())
     return {
-        "reward": float((answering * rewards.mean(1) + (1.0 - answering) * cfg.abstain_reward).mean()),
+        "reward": rates["reward"],
         "reward_std_in_group": float(rewards.std(axis=1).mean()),
-        "answer_rate": float(1.0 - p_abstain.mean()),
-        "abstain_rate": float(p_abstain.mean()),
-        "correct_rate": float((answering * correct).mean()),
-        "wrong_rate": float((answering * wrong).mean()),
+        "answer_rate": rates["answer_rate"],
+        "abstain_rate": rates["abstain_rate"],
+        "correct_rate": rates["correct_rate"],
+        "wrong_rate": rates["wrong_rate"],
         "kl": float(kl.detach()),
         "loss": float(loss.detach()),
         "grad_norm": float(grad_norm),

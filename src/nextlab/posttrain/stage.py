@@ -302,9 +302,9 @@ def run_posttrain(
         row: dict[str, Any] = {"step": step, **pg_step(policy, ref, optimizer, [prompts[i] for i in chosen], fn, cfg,
                                                         generator, abstained)}
         row["seconds"] = time.perf_counter() - t0
-        on_seen = seen[chosen]
-        row["abstain_rate_seen"] = float(np.mean(np.array(abstained)[on_seen])) if on_seen.any() else math.nan
-        row["abstain_rate_unseen"] = float(np.mean(np.array(abstained)[~on_seen])) if (~on_seen).any() else math.nan
+        per_answer, on_seen = np.array(abstained), seen[np.repeat(chosen, p.group_size)]
+        row["abstain_rate_seen"] = float(per_answer[on_seen].mean()) if on_seen.any() else math.nan
+        row["abstain_rate_unseen"] = float(per_answer[~on_seen].mean()) if (~on_seen).any() else math.nan
         steps.append(row)
         bar.update(1)
         if on_step is not None:
