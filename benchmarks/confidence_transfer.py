@@ -11,6 +11,13 @@ both: how well the stated confidence separates right from wrong answers (AUROC),
 answer's own probability, and how far the stated value is from the probability it was taught to
 state. A stated confidence that tracks correctness on the pool but not on new people was learned per
 person, not as a readout of what the model knows. Prints figures; asserts nothing.
+
+    python benchmarks/confidence_transfer.py --study default --accuracy-samples 8
+
+teaches the confidence another way first (issue 11's idea): a confidence SFT from the SFT model, as
+the study's, but each target is the model's measured accuracy on the question (the share of
+`--accuracy-samples` answers sampled at temperature 1 that are right) instead of its probability,
+then asks the same questions of it.
 """
 
 from __future__ import annotations
@@ -46,6 +53,31 @@ def taught_confidence(sft_answers: pd.DataFrame) -> np.ndarray:
     return np.where(sft_answers["grade"].to_numpy() == "abstain", 0.0, prob)
 
 
+def accuracy_examples(model, codec: QACodec, questions: list[str], golds: list[str], samples: int,
+                      max_tokens: int, generator: torch.Generator) -> tuple[list, np.ndarray]:
+    """Confidence-SFT examples whose stated value is the model's measured accuracy: its greedy answer,
+    then the share of `samples` answers drawn at temperature 1 that are right (0.0 after "I don't
+    know"), and those values."""
+    from nextlab.generate import EOS_ID, generate
+    from nextlab.posttrain.sft import Example
+    from nextlab.qa.codec import graded
+    from nextlab.qa.grading import is_abstention
+
+    examples, values = [], []
+    for start in range(0, len(questions), 32):
+        prompts = [codec.prompt(q) for q in questions[start : start + 32]]
+        greedy = generate(model, prompts, max_tokens, temperature=0.0, eos_id=EOS_ID)
+        drawn = generate(model, [p for p in prompts for _ in range(samples)], max_tokens, temperature=1.0,
+                         eos_id=EOS_ID, generator=generator)
+        for i, (prompt, gold) in enumerate(zip(prompts, golds[start : start + 32])):
+            answer = codec.decode(greedy.tokens[i]).answer
+            right = [graded(codec.decode(t), gold) == "correct" for t in drawn.tokens[i * samples : (i + 1) * samples]]
+            value = 0.0 if is_abstention(answer) else float(np.mean(right))
+            examples.append(Example(prompt, codec.answer(answer, confidence=value)))
+            values.append(round(value, 1))
+    return examples, np.array(values)
+
+
 def summarise(answers: pd.DataFrame, taught: np.ndarray) -> dict[str, object]:
     """Over the confidence-SFT model's attempted answers: AUROC of its stated confidence and of its
     answer probability, and the gap between the stated value and the value taught for the question."""
@@ -68,6 +100,9 @@ def main() -> None:
     parser.add_argument("--params", help="default: params/<study>.yaml")
     parser.add_argument("--results", help="default: results/<study>")
     parser.add_argument("--model", help="default: the study's first model")
+    parser.add_argument("--accuracy-samples", type=int, default=0,
+                        help="teach the confidence from this many sampled answers per question first (0: use the "
+                        "study's confidence-SFT model)")
     args = parser.parse_args()
     study = load_study(args.params or ROOT / "params" / f"{args.study}.yaml")
     results = Path(args.results or ROOT / "results" / study.study)
@@ -81,6 +116,28 @@ def main() -> None:
     codec = QACodec(load_tokenizer(results / "tokenizer" / "tokenizer.json"))
     model, _ = load_checkpoint(ckpt)
     sft_model, _ = load_checkpoint(models / "sft" / "ckpt.pt")
+    taught: dict[str, np.ndarray] = {}
+    if args.accuracy_samples:
+        import copy
+
+        from nextlab.posttrain.sft import SFTConfig, finetune
+
+        p, generator = study.sft, torch.Generator().manual_seed(study.seed)
+        for split in ("rl", "calibration"):
+            rows = require_split(qa, split, qa_path)
+            examples, taught[split] = accuracy_examples(sft_model, codec, rows["question"].tolist(),
+                                                        rows["answer"].tolist(), args.accuracy_samples,
+                                                        study.posttrain.max_answer_tokens, generator)
+            if split == "rl":
+                train_on = examples
+        model = copy.deepcopy(sft_model)
+        finetune(model, train_on, SFTConfig(steps=p.confidence_steps, batch_size=p.batch_size, lr=p.confidence_lr,
+                                            warmup_steps=min(p.warmup_steps, p.confidence_steps),
+                                            weight_decay=p.weight_decay, grad_clip=p.grad_clip),
+                 torch.Generator().manual_seed(study.seed + 13))
+        model.eval()
+        ckpt = f"the SFT model taught its measured accuracy ({args.accuracy_samples} samples, RL pool, "\
+               f"{p.confidence_steps} steps)"
     print(f"confidence-SFT model {ckpt}")
     print("| questions | people | attempted | right | stated-confidence AUROC | answer-probability AUROC "
           "| stated vs taught: mean abs. gap, correlation |\n|---|---:|---:|---:|---|---|---|")
@@ -88,7 +145,7 @@ def main() -> None:
         rows = require_split(qa, split, qa_path)
         ask = (rows["question"].tolist(), rows["answer"].tolist(), study.posttrain.max_answer_tokens)
         answers = greedy_answers(model, codec, *ask)
-        s = summarise(answers, taught_confidence(greedy_answers(sft_model, codec, *ask)))
+        s = summarise(answers, taught.get(split, taught_confidence(greedy_answers(sft_model, codec, *ask))))
         cells = [label, str(rows["person_id"].nunique()), str(s["attempted"]), f"{s['right']:.2f}",
                  "{:.2f} [{:.2f}, {:.2f}]".format(*s["stated_auroc"]), "{:.2f} [{:.2f}, {:.2f}]".format(*s["prob_auroc"]),
                  f"{s['stated_vs_taught_mae']:.3f}, {s['stated_vs_taught_corr']:.2f}"]
