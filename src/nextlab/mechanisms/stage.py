@@ -13,8 +13,8 @@ Job outputs in `out_dir` (results/<study>/mechanisms/<model>/):
 | `metrics.json`, `provenance.json` | flat headline metrics; code version, params hash, data and tokenizer hashes, the checkpoints |
 
 The ablations, head roles and Kalai et al.'s bound use the pretrained model (what pretraining
-stored, before any fine-tuning); the questions are answered by the fine-tuned model, which knows the QA format and
-abstention. The in-context questions go to both. Every check on params and inputs runs before a
+stored, before any fine-tuning); the questions are answered by the fine-tuned model, which knows
+the QA format and abstention. The in-context questions go to both. Every check on params and inputs runs before a
 model is loaded.
 """
 

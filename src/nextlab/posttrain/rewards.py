@@ -56,9 +56,7 @@ def reward_range(scheme: Scheme) -> float:
     >>> reward_range(parse_scheme("penalized-0.75")), reward_range(parse_scheme("calibrated"))
     (4.0, 2.0)
     """
-    if scheme.kind == "calibrated":
-        return 2.0  # 1 (right, stated 1) down to -1 (wrong, stated 1)
-    values = [reward(scheme, g) for g in GRADES]
+    values = [reward(scheme, g, stated) for g in GRADES for stated in (0.0, 1.0)]  # stated: calibrated only
     return max(values) - min(values)
 
 
