@@ -27,9 +27,26 @@ include: "workflow/rules/common.smk"
 report: "workflow/report/workflow.rst"
 
 
-# One file per stage, in the order of the data flow.
-for stage in STAGES:
-    include: f"workflow/rules/{stage}.smk"
+# One file per stage, in the order of the data flow (nextlab.stages); STAGES leaves out the stages
+# this study does not run (those of the synthetic world when a user corpus replaces it, and those
+# whose params section is not enabled).
+include: "workflow/rules/data.smk"
+include: "workflow/rules/tokenize.smk"
+include: "workflow/rules/train.smk"
+if "sft" in STAGES:
+    include: "workflow/rules/sft.smk"
+if "posttrain" in STAGES:
+    include: "workflow/rules/posttrain.smk"
+if "evaluate" in STAGES:
+    include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/nondeterminism.smk"
+if "mechanisms" in STAGES:
+    include: "workflow/rules/mechanisms.smk"
+if "positions" in STAGES:
+    include: "workflow/rules/positions.smk"
+if "agent" in STAGES:
+    include: "workflow/rules/agent.smk"
+include: "workflow/rules/report.smk"
 
 
 onstart:

@@ -10,8 +10,9 @@ LAYERS = {
     "config": 0, "data": 1, "tokenizer": 2, "model": 3, "generate": 3, "train": 4, "qa": 5,
     "posttrain": 6, "evaluate": 7, "nondeterminism": 7, "agent": 7, "mechanisms": 8, "positions": 8, "report": 9,
 }
-# Beside the flow, usable by any layer: errors, io, provenance, tracking. The CLI sits on top.
-BESIDE = {"errors", "io", "progress", "provenance", "tracking", "__init__", "__main__"}
+# Beside the flow, usable by any layer: errors, io, provenance, tracking, the results' layout and
+# the list of stages. The CLI sits on top.
+BESIDE = {"errors", "io", "layout", "progress", "provenance", "stages", "tracking", "__init__", "__main__"}
 
 
 def _package_of(path: Path) -> str:
@@ -45,3 +46,49 @@ def test_no_subpackage_imports_a_later_one():
 def test_every_subpackage_has_a_place():
     packages = {_package_of(p) for p in SRC.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
     assert packages <= set(LAYERS) | BESIDE | {"cli"}, packages - set(LAYERS) - BESIDE
+
+
+# ---- the stage list (nextlab.stages) is the one the CLI, the workflow and the report use ----------
+
+ROOT = SRC.parents[1]
+
+
+def test_every_stage_is_a_subcommand_and_a_rule_file():
+    from nextlab.cli import SUBCOMMANDS
+    from nextlab.stages import NAMES
+
+    assert SUBCOMMANDS[: len(NAMES)] == list(NAMES)
+    assert all((SRC / "cli" / f"{stage}.py").is_file() for stage in NAMES)
+    rule_files = {p.stem for p in (ROOT / "workflow" / "rules").glob("*.smk")} - {"common"}
+    assert set(NAMES) <= rule_files
+    # every other rule file is a stage's helpers, named after it
+    assert all(any(f.startswith(f"{stage}_") for stage in NAMES) for f in rule_files - set(NAMES)), rule_files
+
+
+def test_the_snakefile_includes_every_stage_in_order():
+    """One `include:` per stage, in the stage list's order; a stage a study can leave out is
+    included under `if "<stage>" in STAGES:`, every other one unconditionally."""
+    import re
+
+    from nextlab.stages import STAGES
+
+    lines = (ROOT / "Snakefile").read_text().splitlines()
+    included = []
+    for i, line in enumerate(lines):
+        m = re.fullmatch(r"(\s*)include: \"workflow/rules/(\w+)\.smk\"", line)
+        if m and m.group(2) != "common":
+            condition = lines[i - 1].strip() if m.group(1) else None
+            included.append((m.group(2), condition))
+    expected = [(s.name, f'if "{s.name}" in STAGES:' if s.world or s.switched else None) for s in STAGES]
+    assert included == expected
+
+
+def test_a_figure_belongs_to_a_known_stage():
+    import pytest
+
+    from nextlab.report.registry import figure, load_figures
+    from nextlab.stages import NAMES
+
+    assert {f.stage for f in load_figures().values()} <= set(NAMES)
+    with pytest.raises(ValueError, match="not one of"):
+        figure("x", stage="nowhere", claim="learning", title="x", caption="x")

@@ -2,7 +2,7 @@
 # of the fine-tune split's questions, then answers the evaluation questions in the agent loop,
 # beside the same fine-tuned model answering without the tool.
 
-AGENT_OUT = f"{RESULTS}/agent/{{model}}"
+AGENT_OUT = result(layout.AGENT)
 
 
 rule agent:

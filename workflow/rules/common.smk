@@ -14,28 +14,19 @@ import json
 import os
 import sys
 
-from nextlab import tracking
+from nextlab import layout, stages, tracking
 from nextlab.config import job_sections
 from nextlab.provenance import code_hash
 
 RESULTS = f"results/{P.study}"
 LOGS = f"logs/{P.study}"
 ALL = []  # each stage's file extends it with its final targets
-# The stages that need the synthetic world (its people, facts and questions).
-WORLD_STAGES = ["posttrain", "evaluate", "mechanisms", "positions", "agent"]
-STAGES = [
-    stage
-    for stage in ["data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "mechanisms", "positions", "agent", "report"]
-    if os.path.exists(os.path.join(workflow.basedir, "workflow", "rules", f"{stage}.smk"))
-    and (P.data.synthetic or stage not in WORLD_STAGES)
-    and (stage != "mechanisms" or P.mechanisms.enabled)
-    and (stage != "positions" or P.positions.enabled)
-    and (stage != "agent" or P.agent.enabled)
-]
+# The stages this study runs (nextlab.stages: the list, and what leaves a stage out).
+STAGES = stages.planned(P)
 if not P.data.synthetic:
     print(
         f"nextlab: data.user_corpus.mode is 'replace' (no synthetic world): the stages "
-        f"{', '.join(WORLD_STAGES)} are left out; the study trains on the user corpus, reports its loss, "
+        f"{', '.join(stages.WORLD_STAGES)} are left out; the study trains on the user corpus, reports its loss, "
         f"and the nondeterminism stage decodes the user's held-out text",
         file=sys.stderr,
     )
@@ -59,6 +50,11 @@ def job(*sections, per_model=False, withhold=None):
     if per_model:
         return lambda wildcards: text([wildcards.model])
     return text()
+
+
+def result(path, **values):
+    """A results file of this study (a `nextlab.layout` template), with some fields filled."""
+    return f"{RESULTS}/{layout.fill(path, **values)}"
 
 
 def kept(path):

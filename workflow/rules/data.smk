@@ -8,11 +8,11 @@ rule data:
     input:
         user_corpus=USER_CORPUS,
     output:
-        world=kept(f"{RESULTS}/data/world.json"),
-        train=kept(f"{RESULTS}/data/corpus/train.jsonl"),
-        val=kept(f"{RESULTS}/data/corpus/val.jsonl"),
-        qa=kept(f"{RESULTS}/data/qa.parquet"),
-        stats=kept(f"{RESULTS}/data/stats.json"),
+        world=kept(result(layout.WORLD)),
+        train=kept(result(layout.CORPUS_TRAIN)),
+        val=kept(result(layout.CORPUS_VAL)),
+        qa=kept(result(layout.QA)),
+        stats=kept(result(layout.DATA_STATS)),
     params:
         job=job("study", "seed", "data", "tracking"),
         code=code("data"),

@@ -2,6 +2,11 @@
 # summary per model over every scheme and seed (intervals across seeds, the figures).
 # Its helpers (EVAL_RUNS, EVALUATE_JOB, ...) are in posttrain_helpers.smk.
 
+include: "posttrain_helpers.smk"
+
+EVALUATE_OUT = result(layout.EVALUATE)
+EVALUATE_SUMMARY_OUT = result(layout.EVALUATE_SUMMARY)
+
 rule evaluate:
     input:
         ckpt=evaluated_checkpoint,
@@ -10,8 +15,8 @@ rule evaluate:
         world=rules.data.output.world,
         data_stats=rules.data.output.stats,
     output:
-        answers=kept(f"{RESULTS}/evaluate/{{model}}/{{scheme}}/seed{{seed}}/answers.parquet"),
-        metrics=kept(f"{RESULTS}/evaluate/{{model}}/{{scheme}}/seed{{seed}}/metrics.json"),
+        answers=kept(result(layout.EVALUATE_ANSWERS)),
+        metrics=kept(f"{EVALUATE_OUT}/metrics.json"),
     wildcard_constraints:
         model="|".join(P.models),
         scheme="|".join(re.escape(s) for s in SCHEMES),
@@ -40,10 +45,10 @@ rule evaluate_summary:
         answers=model_answers,
         data_stats=rules.data.output.stats,
     output:
-        metrics=kept(f"{RESULTS}/evaluate/{{model}}/summary/metrics.json"),
-        summary=kept(f"{RESULTS}/evaluate/{{model}}/summary/summary.parquet"),
-        answers=kept(f"{RESULTS}/evaluate/{{model}}/summary/answers.parquet"),
-        figures=[kept(f"{RESULTS}/evaluate/{{model}}/summary/figures/{name}.png") for name in SUMMARY_FIGURES],
+        metrics=kept(f"{EVALUATE_SUMMARY_OUT}/metrics.json"),
+        summary=kept(result(layout.EVALUATE_SUMMARY_TABLE)),
+        answers=kept(result(layout.EVALUATE_SUMMARY_ANSWERS)),
+        figures=[kept(f"{EVALUATE_SUMMARY_OUT}/{layout.FIGURES.format(name=name)}") for name in SUMMARY_FIGURES],
     wildcard_constraints:
         model="|".join(P.models),
     params:

@@ -4,7 +4,7 @@
 
 from nextlab.config.mechanisms import TABLES as MECHANISMS_TABLES
 
-MECHANISMS_OUT = f"{RESULTS}/mechanisms/{{model}}"
+MECHANISMS_OUT = result(layout.MECHANISMS)
 
 
 rule mechanisms:

@@ -8,7 +8,8 @@ from nextlab.config.nondeterminism import FIGURES as ND_FIGURES, TABLES as ND_TA
 
 ND = P.nondeterminism
 ND_JOBS = [(d, a, t) for d in ND.dtypes for a in ND.attention for t in ND.threads]
-ND_JOB_DIR = f"{RESULTS}/nondeterminism/{{model}}/{{dtype}}/{{attention}}/threads{{threads}}"
+ND_JOB_DIR = result(layout.NONDETERMINISM_JOB)
+ND_SUMMARY_OUT = result(layout.NONDETERMINISM_SUMMARY)
 
 
 rule nondeterminism:
@@ -60,13 +61,13 @@ rule nondeterminism_summary:
             for d, a, t in ND_JOBS
         ],
         tables=lambda wildcards: [
-            f"{RESULTS}/nondeterminism/{wildcards.model}/{d}/{a}/threads{t}/{name}"
+            f"{result(layout.NONDETERMINISM_JOB, model=wildcards.model, dtype=d, attention=a, threads=t)}/{name}"
             for d, a, t in ND_JOBS
             for name in [f"{table}.parquet" for table in ND_TABLES] + ["env.json", "provenance.json"]
         ],
     output:
-        metrics=kept(f"{RESULTS}/nondeterminism/{{model}}/summary/metrics.json"),
-        figures=[kept(f"{RESULTS}/nondeterminism/{{model}}/summary/figures/{name}.png") for name in ND_FIGURES],
+        metrics=kept(f"{ND_SUMMARY_OUT}/metrics.json"),
+        figures=[kept(f"{ND_SUMMARY_OUT}/{layout.FIGURES.format(name=name)}") for name in ND_FIGURES],
     wildcard_constraints:
         model="|".join(P.models),
     params:

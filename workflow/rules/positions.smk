@@ -4,7 +4,7 @@
 
 from nextlab.config.positions import TABLES as POSITIONS_TABLES
 
-POSITIONS_OUT = f"{RESULTS}/positions/{{model}}/{{variant}}"
+POSITIONS_OUT = result(layout.POSITIONS)
 
 
 rule positions:

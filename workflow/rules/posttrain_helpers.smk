@@ -1,5 +1,5 @@
-# Helpers of the posttrain and evaluate rules (functions live apart from rules, as
-# `snakemake --lint` asks). Included by posttrain.smk.
+# Helpers of the sft, posttrain and evaluate rules (functions live apart from rules, as
+# `snakemake --lint` asks). Each of their files includes it; Snakemake reads it once.
 
 import re
 
@@ -17,7 +17,6 @@ SUMMARY_FIGURES = ["reliability", "hallucination_vs_abstention", "score_matrix",
 NAMES_JOBS = {"posttrain": ["schemes", "seeds", "invariant_control"]}
 INVARIANT_CONTROL = list(P.posttrain.invariant_control)
 # `train` is passed for its `device`, which every stage that runs a model reads.
-SFT_JOB = job("study", "seed", "sft", "train", "tracking", per_model=True)
 POSTTRAIN_JOB = job("study", "seed", "sft", "posttrain", "train", "tracking", per_model=True, withhold=NAMES_JOBS)
 
 
@@ -34,17 +33,17 @@ EVALUATE_JOB = job("study", "seed", "evaluate", "data", "train", "tracking", per
 
 def posttrain_start(wildcards):
     """calibrated starts from the confidence-taught SFT model, every other scheme from the SFT model."""
-    start = "sft_confidence" if parse_scheme(wildcards.scheme).kind == "calibrated" else "sft"
-    return f"{RESULTS}/models/{wildcards.model}/{start}/ckpt.pt"
+    start = layout.SFT_CONFIDENCE if parse_scheme(wildcards.scheme).kind == "calibrated" else layout.SFT
+    return result(f"{start}/ckpt.pt", model=wildcards.model)
 
 
 def evaluated_checkpoint(wildcards):
     if not parse_scheme(wildcards.scheme).trains:
-        return f"{RESULTS}/models/{wildcards.model}/sft/ckpt.pt"
-    return f"{RESULTS}/models/{wildcards.model}/posttrain/{wildcards.scheme}/seed{wildcards.seed}/ckpt.pt"
+        return result(f"{layout.SFT}/ckpt.pt", model=wildcards.model)
+    return result(f"{layout.POSTTRAIN}/ckpt.pt", model=wildcards.model, scheme=wildcards.scheme, seed=wildcards.seed)
 
 
 def model_answers(wildcards):
     return [
-        f"{RESULTS}/evaluate/{wildcards.model}/{scheme}/seed{seed}/answers.parquet" for scheme, seed in EVAL_RUNS
+        result(layout.EVALUATE_ANSWERS, model=wildcards.model, scheme=scheme, seed=seed) for scheme, seed in EVAL_RUNS
     ]

@@ -4,10 +4,10 @@ rule tokenize:
         val=rules.data.output.val,
         stats=rules.data.output.stats,
     output:
-        tokenizer=kept(f"{RESULTS}/tokenizer/tokenizer.json"),
-        train=kept(f"{RESULTS}/tokenizer/train.npy"),
-        val=kept(f"{RESULTS}/tokenizer/val.npy"),
-        stats=kept(f"{RESULTS}/tokenizer/stats.json"),
+        tokenizer=kept(result(layout.TOKENIZER_FILE)),
+        train=kept(result(layout.TOKENS_TRAIN)),
+        val=kept(result(layout.TOKENS_VAL)),
+        stats=kept(result(layout.TOKENIZER_STATS)),
     params:
         job=job("study", "seed", "tokenizer", "tracking"),
         code=code("tokenize"),

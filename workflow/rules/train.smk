@@ -5,7 +5,7 @@
 
 import shlex
 
-TRAIN_OUT = f"{RESULTS}/models/{{model}}/pretrain"
+TRAIN_OUT = result(layout.PRETRAIN)
 TRAIN_FILES = {"ckpt": "ckpt.pt", "metrics": "metrics.json", "curve": "curve.csv", "loss": "loss.png"}
 if P.data.synthetic:
     TRAIN_FILES["facts"] = "facts.csv"

@@ -1,6 +1,8 @@
 """The `nextlab` command: one subcommand per stage, the only thing the workflow calls.
 
-Each stage lives in its own module under `nextlab.cli` with two functions:
+The stages are those of `nextlab.stages`, in its order; beside them a few commands that are not
+stages (sampling from a model, the tracking store). Each lives in its own module under `nextlab.cli`
+with two functions:
 `add_parser(subparsers)` registers the subcommand and its flags, and `run(args) -> int` does the
 work. A `NextlabError` is printed as one clear message (no traceback) and exits with status 2.
 """
@@ -13,11 +15,11 @@ import logging
 import os
 import sys
 
-from nextlab import __version__
+from nextlab import __version__, stages
 from nextlab.errors import NextlabError
 
-# Order is the order of the data flow; `nextlab --help` lists them so.
-STAGE_MODULES = ["data", "tokenize", "train", "sft", "posttrain", "evaluate", "nondeterminism", "mechanisms", "positions", "agent", "report", "sample", "tracking", "relog"]
+# The stages in the order of the data flow (`nextlab --help` lists them so), then the other commands.
+SUBCOMMANDS = [*stages.NAMES, "sample", "tracking", "relog"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nextlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="<stage>", required=True)
-    for name in STAGE_MODULES:
+    for name in SUBCOMMANDS:
         module = importlib.import_module(f"nextlab.cli.{name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
