@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nextlab import layout
 from nextlab.errors import NextlabError
 from nextlab.io import atomic_path, write_json, write_text
 from nextlab.report import document
@@ -258,14 +259,15 @@ def _document(study: Any, results: list[FigureResult], tables: Tables, params_fi
             blocks += figure_blocks(r)
 
     blocks.append(("h2", "Setup"))
-    for relative, what in (("data/stats.json", "The synthetic world"), ("tokenizer/stats.json", "The tokenizer")):
+    for relative, what in ((layout.DATA_STATS, "The synthetic world"), (layout.TOKENIZER_STATS, "The tokenizer")):
         rows = _stats_table(tables, relative)
         if rows:
             blocks += [("h3", f"{what} (`{relative}`)"), ("table", ["metric", "value"], rows)]
     for model in study.models:
-        rows = _stats_table(tables, f"models/{model}/pretrain/metrics.json")
+        metrics = layout.PRETRAIN_METRICS.format(model=model)
+        rows = _stats_table(tables, metrics)
         if rows:
-            blocks += [("h3", f"Pretraining of `{model}` (`models/{model}/pretrain/metrics.json`)"),
+            blocks += [("h3", f"Pretraining of `{model}` (`{metrics}`)"),
                        ("table", ["metric", "value"], rows)]
 
     blocks += [("h2", "Figure files"),

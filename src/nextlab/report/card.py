@@ -20,6 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from nextlab import layout
+
 # Data-flow order; longest names first when matching, so `sft_confidence_x` is not read as `sft`.
 RULE_ORDER = ["data", "tokenize", "train", "sft", "sft_confidence", "posttrain", "evaluate", "evaluate_summary",
               "nondeterminism", "nondeterminism_summary", "report"]
@@ -76,10 +78,11 @@ def environment(study: Any, results: Path) -> list[tuple[str, str]]:
     from nextlab.provenance import git_state, params_hash
 
     results = Path(results)
-    models = sorted(p.name for p in (results / "models").iterdir()) if (results / "models").is_dir() else []
-    train = _json(results / "models" / models[0] / "pretrain" / "provenance.json") if models else {}
-    threads = _json(results / "models" / models[0] / "pretrain" / "metrics.json").get("threads") if models else None
-    nd_env = next((_json(p) for p in sorted(results.glob("nondeterminism/*/*/*/*/env.json"))), {})
+    models = sorted(p.name for p in (results / layout.MODELS).iterdir()) if (results / layout.MODELS).is_dir() else []
+    train = _json(results / layout.PRETRAIN_PROVENANCE.format(model=models[0])) if models else {}
+    threads = _json(results / layout.PRETRAIN_METRICS.format(model=models[0])).get("threads") if models else None
+    any_job = layout.NONDETERMINISM.format(model="*", ndjob=layout.nd_job("*", "*", "*"))
+    nd_env = next((_json(p) for p in sorted(results.glob(f"{any_job}/env.json"))), {})
     commit, dirty = git_state()
     cpu, flags = _cpu()
     try:

@@ -5,10 +5,10 @@ claim it bears on, and over which factors it is repeated (one per model, or per 
 scheme, ...). Adding a figure is one decorated function in a module of `nextlab.report.figures`:
 
     @figure("pretrain-loss", stage="train", claim="learning", per=("model",),
-            needs=[Need("models/{model}/pretrain/curve.csv", ("step", "train_loss", "val_loss"))],
+            needs=[Need(layout.PRETRAIN_CURVE, ("step", "train_loss", "val_loss"))],
             title="Loss while pretraining", caption="Cross-entropy per token ...")
     def loss(tables, model):
-        curve = tables.csv(f"models/{model}/pretrain/curve.csv", ("step", "train_loss", "val_loss"))
+        curve = tables.csv(layout.PRETRAIN_CURVE.format(model=model), ("step", "train_loss", "val_loss"))
         ...
         return Drawn(fig, data=curve, findings=[...])
 
@@ -21,23 +21,22 @@ from __future__ import annotations
 import itertools
 import pkgutil
 import re
-import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nextlab import layout, stages
 from nextlab.report.stats import Finding
 
 if TYPE_CHECKING:
     from nextlab.report.tables import Tables
 
-STAGES = ("data", "tokenize", "train", "posttrain", "evaluate", "nondeterminism", "mechanisms", "positions", "agent")
 FACTORS = ("model", "scheme", "seed", "control")
 
 
 @dataclass(frozen=True)
 class Need:
-    """A results file (relative to `results/<study>/`) and the columns or keys a figure reads.
+    """A results file (a `nextlab.layout` template) and the columns or keys a figure reads.
 
     The path may hold `{model}`, `{scheme}`, `{seed}` and `{ndjob}`; a field the figure is not
     repeated over is expanded over all of the study's values (e.g. every seed of an aggregate figure).
@@ -108,8 +107,8 @@ def figure(name: str, *, stage: str, claim: str, title: str, caption: str, per: 
     `when(labels)` keeps only some factor combinations (e.g. schemes that post-train); `appendix`
     places a per-run figure after the claims in the report document; `world` marks a figure of the
     synthetic world's facts, left out of a study whose user corpus replaces the world."""
-    if stage not in STAGES:
-        raise ValueError(f"figure {name!r}: stage {stage!r} is not one of {STAGES}")
+    if stage not in stages.NAMES:
+        raise ValueError(f"figure {name!r}: stage {stage!r} is not one of {stages.NAMES}")
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise ValueError(f"figure {name!r}: use lower-case letters, digits and '-'")
     if unknown := set(per) - set(FACTORS):
@@ -152,7 +151,7 @@ def factor_values(study: Any) -> dict[str, list[str]]:
         "seed": [str(s) for s in study.posttrain.seeds],
         # schemes post-trained again through the batch-invariant kernels (posttrain.invariant_control)
         "control": list(getattr(study.posttrain, "invariant_control", ())),
-        "ndjob": [f"{d}/{a}/threads{t}" for d in nd.dtypes for a in nd.attention for t in nd.threads] if nd else [],
+        "ndjob": [layout.nd_job(d, a, t) for d in nd.dtypes for a in nd.attention for t in nd.threads] if nd else [],
         "variant": list(positions.variants) if positions is not None and positions.enabled else [],
     }
 
@@ -188,8 +187,7 @@ def needed_paths(instance: Instance, study: Any) -> list[tuple[str, tuple[str, .
     values = factor_values(study)
     out = []
     for need in instance.figure.needs:
-        fields = [f for _, f, _, _ in string.Formatter().parse(need.path) if f]
-        free = [f for f in dict.fromkeys(fields) if f not in instance.labels]
+        free = [f for f in layout.fields(need.path) if f not in instance.labels]
         for combo in itertools.product(*(values[f] for f in free)):
             out.append((need.path.format(**instance.labels, **dict(zip(free, combo))), need.columns))
     return out

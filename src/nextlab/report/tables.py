@@ -19,15 +19,16 @@ from typing import Any
 
 import pandas as pd
 
+from nextlab import layout
 from nextlab.errors import NextlabError
 
 # The first path component under results/<study>/ -> the subcommand that writes it.
 WRITERS = {
-    "data": "nextlab data",
-    "tokenizer": "nextlab tokenize",
-    "models": "nextlab train / sft / posttrain",
-    "evaluate": "nextlab evaluate",
-    "nondeterminism": "nextlab nondeterminism",
+    layout.DATA: "nextlab data",
+    layout.TOKENIZER: "nextlab tokenize",
+    layout.MODELS: "nextlab train / sft / posttrain",
+    layout.top(layout.EVALUATE): "nextlab evaluate",
+    layout.top(layout.NONDETERMINISM): "nextlab nondeterminism",
 }
 
 
@@ -58,7 +59,7 @@ class Tables:
 
     def hint(self, relative: str) -> str:
         """Which stage writes `relative` and the command that rebuilds it."""
-        writer = WRITERS.get(relative.split("/", 1)[0], "the pipeline")
+        writer = WRITERS.get(layout.top(relative), "the pipeline")
         params = self.params or Path("params") / f"{self.results.name}.yaml"
         return (f"it is written by `{writer}`; rebuild it with:\n"
                 f"  snakemake --cores 2 --config params={params} {self.path(relative)}")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from nextlab import layout
 from nextlab.report.registry import Drawn, Need, figure
 from nextlab.report.stats import Finding, compare, mean_interval, proportion
 from nextlab.report.style import COLORS, OUTCOME_COLORS, new_figure
 
-JOB = "agent/{model}"
+JOB = layout.AGENT
 EPISODES = ("condition", "question_id", "mentions", "seen", "grade", "tool_calls", "bad_calls", "hit_limit")
 CONDITION_LABELS = {"no_tool": "without the tool", "tool": "with lookup(name)"}
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from nextlab import layout
 from nextlab.report.registry import Drawn, Need, figure
 from nextlab.report.stats import Finding
 from nextlab.report.style import COLORS, new_figure
 
-QA = "data/qa.parquet"
+QA = layout.QA
 QA_COLUMNS = ("question_id", "mentions", "split", "seen")
 
 
@@ -18,7 +19,7 @@ QA_COLUMNS = ("question_id", "mentions", "split", "seen")
     caption="Number of facts (one person's attribute) in the world by how many times their biography "
     "appears in the pretraining corpus (k), stacked by the split that later asks about them. "
     "Never-seen names (k = 0) are in no biography.",
-    needs=[Need(QA, QA_COLUMNS), Need("data/stats.json", ("singleton_rate",))],
+    needs=[Need(QA, QA_COLUMNS), Need(layout.DATA_STATS, ("singleton_rate",))],
     world=True,
 )
 def mentions(tables) -> Drawn:
@@ -42,7 +43,7 @@ def mentions(tables) -> Drawn:
 
     seen = qa[qa["seen"]]
     singletons = int((seen["mentions"] == 1).sum())
-    stated = tables.json("data/stats.json", ("singleton_rate",))["singleton_rate"]
+    stated = tables.json(layout.DATA_STATS, ("singleton_rate",))["singleton_rate"]
     findings = [
         Finding("data.singleton_rate", "share of seen facts mentioned exactly once (singleton rate)",
                 singletons / len(seen) if len(seen) else float("nan"), n=len(seen)),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 
+from nextlab import layout
 from nextlab.report.registry import Drawn, Need, figure
 from nextlab.report.stats import Finding, compare
 
-SUMMARY = "evaluate/{model}/summary/summary.parquet"
+SUMMARY = layout.EVALUATE_SUMMARY_TABLE
 SUMMARY_COLUMNS = ("model", "scheme", "metric", "value", "lo", "hi")
-ANSWERS = "evaluate/{model}/summary/answers.parquet"
+ANSWERS = layout.EVALUATE_SUMMARY_ANSWERS
 ANSWER_COLUMNS = ("scheme", "seed", "split", "grade", "confidence")
 
 

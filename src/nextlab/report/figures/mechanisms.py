@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 
+from nextlab import layout
 from nextlab.report.registry import Drawn, Need, figure
 from nextlab.report.stats import Finding, compare, proportion
 from nextlab.report.style import COLORS, OUTCOME_COLORS, new_figure
 
-JOB = "mechanisms/{model}"
+JOB = layout.MECHANISMS
 ABLATION = ("component", "kind", "layer", "head", "facts", "n_facts", "recall", "recall_delta", "recall_delta_lo",
             "recall_delta_hi", "other_loss", "other_loss_delta", "other_loss_delta_lo", "other_loss_delta_hi")
 HEADS = ("layer", "head", "role", "share", "share_lo", "share_hi", "chance", "prompts", "top")

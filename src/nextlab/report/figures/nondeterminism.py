@@ -7,10 +7,11 @@ Each job (one dtype x attention path x thread count of a model) writes its table
 
 from __future__ import annotations
 
+from nextlab import layout
 from nextlab.report.registry import Drawn, Need, factor_values, figure
 from nextlab.report.stats import Finding, proportion
 
-JOB = "nondeterminism/{model}/{ndjob}"
+JOB = layout.NONDETERMINISM
 # The columns each table must have for the figures and findings below.
 COLUMNS = {
     "logits": ("path", "measure", "batch_size", "run", "steps", "steps_not_equal", "flips"),
@@ -37,7 +38,7 @@ def _tables(tables, model: str, *names: str) -> dict:
 
 
 def _job(row) -> str:
-    return f"{row['dtype']}/{row['attention']}/threads{row['threads']}"
+    return layout.nd_job(row["dtype"], row["attention"], row["threads"])
 
 
 def power_note(first) -> str | None:

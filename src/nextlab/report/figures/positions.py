@@ -7,11 +7,12 @@ import math
 
 import pandas as pd
 
+from nextlab import layout
 from nextlab.report.registry import Drawn, Need, factor_values, figure
 from nextlab.report.stats import Finding, compare, proportion
 from nextlab.report.style import COLORS, new_figure
 
-JOB = "positions/{model}/{variant}"
+JOB = layout.POSITIONS
 ORDER = ("kind", "prefers_forward", "margin")
 RECALL = ("mentions", "correct", "candidates")
 CURVE = ("step", "val_loss")

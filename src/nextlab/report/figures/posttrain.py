@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from nextlab import layout
 from nextlab.config.posttrain import parse_scheme
 from nextlab.report.registry import Drawn, Need, figure
 from nextlab.report.stats import mean_interval
 from nextlab.report.style import OUTCOME_COLORS, new_figure
 
-STEPS = "models/{model}/posttrain/{scheme}/seed{seed}/steps.csv"
+STEPS = layout.POSTTRAIN_STEPS
 STEP_COLUMNS = ("step", "reward", "correct_rate", "wrong_rate", "abstain_rate")
 
 
@@ -59,8 +60,8 @@ def steps(tables, model: str, scheme: str, seed: str) -> Drawn:
 
 # The exactly on-policy control (params posttrain.invariant_control): the same scheme and seed
 # post-trained with the default kernels and through the batch-invariant ones.
-KERNEL_RUNS = {"default": "models/{model}/posttrain/{control}/seed{seed}",
-               "invariant": "models/{model}/posttrain_invariant/{control}/seed{seed}"}
+KERNEL_RUNS = {"default": layout.fill(layout.POSTTRAIN, scheme="{control}"),
+               "invariant": layout.fill(layout.POSTTRAIN_INVARIANT, scheme="{control}")}
 ONPOLICY_COLUMNS = ("step", "reward", "correct_rate", "abstain_rate", "sampler_trainer_kl", "logprob_diff_max")
 FINAL_KEYS = ("final_reward", "final_correct_rate", "final_wrong_rate", "final_abstain_rate")
 

@@ -6,13 +6,14 @@ import math
 
 import numpy as np
 
+from nextlab import layout
 from nextlab.report.registry import Drawn, Need, figure
 from nextlab.report.stats import Finding, compare, mean_interval, proportion
 from nextlab.report.style import COLORS, new_figure
 
-CURVE = "models/{model}/pretrain/curve.csv"
+CURVE = layout.PRETRAIN_CURVE
 CURVE_COLUMNS = ("step", "train_loss", "val_loss")
-FACTS = "models/{model}/pretrain/facts.csv"
+FACTS = layout.PRETRAIN_FACTS
 FACTS_COLUMNS = ("mentions", "bio_facts", "bio_acc", "qa_questions", "qa_acc")
 PROBES = {"bio": "recall inside a fresh biography", "qa": "answer to a held-out question"}
 
