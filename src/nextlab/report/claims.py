@@ -167,4 +167,3 @@ CLAIMS = [
     ),
 ]
 
-CLAIM_IDS = [c.id for c in CLAIMS]
