@@ -7,6 +7,7 @@ include: "posttrain_helpers.smk"
 EVALUATE_OUT = result(layout.EVALUATE)
 EVALUATE_SUMMARY_OUT = result(layout.EVALUATE_SUMMARY)
 
+
 rule evaluate:
     input:
         ckpt=evaluated_checkpoint,
