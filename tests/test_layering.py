@@ -92,3 +92,17 @@ def test_a_figure_belongs_to_a_known_stage():
     assert {f.stage for f in load_figures().values()} <= set(NAMES)
     with pytest.raises(ValueError, match="not one of"):
         figure("x", stage="nowhere", claim="learning", title="x", caption="x")
+
+
+def test_result_paths_are_spelled_only_in_the_layout():
+    """The rules and the report name a results folder through `nextlab.layout`, never as a literal."""
+    import re
+
+    from nextlab import layout
+
+    tops = {layout.top(v) for k, v in vars(layout).items() if k.isupper() and "/" in v}
+    literal = re.compile(r"""f?["'](?:\{RESULTS\}/)?(?:%s)/""" % "|".join(sorted(tops)))
+    files = [*(ROOT / "workflow" / "rules").glob("*.smk"), *(SRC / "report").rglob("*.py")]
+    spelled = [f"{p.relative_to(ROOT)}:{i}" for p in files
+               for i, line in enumerate(p.read_text().splitlines(), 1) if literal.search(line)]
+    assert tops >= {"data", "models", "evaluate", "agent"} and not spelled, spelled
