@@ -38,8 +38,9 @@ FACTORS = ("model", "scheme", "seed", "control")
 class Need:
     """A results file (a `nextlab.layout` template) and the columns or keys a figure reads.
 
-    The path may hold `{model}`, `{scheme}`, `{seed}` and `{ndjob}`; a field the figure is not
-    repeated over is expanded over all of the study's values (e.g. every seed of an aggregate figure).
+    The path may hold the fields of `factor_values` (`{model}`, `{scheme}`, `{seed}`, `{control}`,
+    `{ndjob}`, `{variant}`); a field the figure is not repeated over is expanded over all of the
+    study's values (e.g. every seed of an aggregate figure).
     """
 
     path: str
