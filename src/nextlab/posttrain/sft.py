@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from nextlab.config.posttrain import SFTParams
 from nextlab.errors import NextlabError
 from nextlab.generate import PAD_ID
 from nextlab.progress import bar as progress_bar
@@ -31,15 +32,20 @@ class Example:
     target: list[int]  # the answer's tokens, ending with <|eos|>
 
 
+_SFT = SFTParams()  # the schema's defaults: one source for them
+
+
 @dataclass(frozen=True)
 class SFTConfig:
-    steps: int = 150
-    batch_size: int = 32
-    lr: float = 5e-4
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    """One fine-tuning run's settings; unset fields take params `sft:`'s defaults."""
+
+    steps: int = _SFT.steps
+    batch_size: int = _SFT.batch_size
+    lr: float = _SFT.lr
+    warmup_steps: int = _SFT.warmup_steps
+    min_lr_ratio: float = 0.1  # not a param: every fine-tune decays to a tenth of its peak lr
+    weight_decay: float = _SFT.weight_decay
+    grad_clip: float = _SFT.grad_clip
 
 
 def collate(examples: list[Example], pad_id: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:

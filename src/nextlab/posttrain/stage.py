@@ -285,7 +285,7 @@ def run_posttrain(
 
     start = time.perf_counter()
 
-    cfg = PGConfig(group_size=p.group_size, temperature=p.temperature, lr=p.lr, kl_coef=p.kl_coef,
+    cfg = PGConfig(group_size=p.group_size, temperature=p.temperature, kl_coef=p.kl_coef,
                    grad_clip=p.grad_clip, max_new_tokens=p.max_answer_tokens, advantage=p.advantage,
                    abstain_reward=reward(scheme, "abstain", 0.0), abstain_token=codec.answer_body(IDK)[0],
                    reward_range=reward_range(scheme), batch_invariant=p.batch_invariant)
