@@ -121,7 +121,7 @@ def run_job(study: Study, model_name: str, sft_ckpt: str | Path, data_dir: str |
         log.warning("some prompts with a record leave fewer than agent.reply_tokens=%d tokens to reply; the "
                     "policy drops the oldest observation where a prompt does not fit", p.reply_tokens)
 
-    device = resolve_device(study.train.device)
+    device = resolve_device(study.device)
     start = time.perf_counter()
     model, _ = load_checkpoint(sft_ckpt, device)
     direct, with_tool, curve, policy = train_and_run(model, tok, codec, examples, records, eval_rows, p, study.seed)

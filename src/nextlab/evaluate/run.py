@@ -77,7 +77,7 @@ def run_evaluate(
                 f"{ckpt_path}: checkpoint is scheme {extra.get('scheme')!r} seed {extra.get('seed')!r}, "
                 f"expected scheme {scheme.name!r} seed {seed}"
             )
-    device = resolve_device(study.train.device)
+    device = resolve_device(study.device)
     model, _ = load_checkpoint(ckpt_path, device)
     codec = QACodec(tok)
 

@@ -187,7 +187,7 @@ def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: 
     for path, stage in ((pretrain_ckpt, "pretrain"), (sft_ckpt, "sft")):
         checked_checkpoint(path, study, model_name, tok_hash, tok.get_vocab_size(), stage=stage)
 
-    device = resolve_device(study.train.device)
+    device = resolve_device(study.device)
     start = time.perf_counter()
     pretrained, _ = load_checkpoint(pretrain_ckpt, device)
     facts = build_facts(tok, bios, mentions, block_size)

@@ -124,7 +124,7 @@ def load_models(ckpt: dict[str, Any], attention: str, dtype: torch.dtype, device
 def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: int, ckpt_path: str | Path,
             data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     p = study.nondeterminism
-    device = resolve_device(study.train.device)
+    device = resolve_device(study.device)
     torch_dtype = check_factors(study, dtype, attention, threads, device)
     data_hash = data_hash_of(data_dir)
     tok, tok_hash = tokenizer_and_hash(tokenizer_dir)

@@ -86,7 +86,7 @@ def run_job(study: Study, model_name: str, variant: str, tokens_dir: str | Path,
     related = {pid for r in world.relations for pid in (r["mentor"], r["mentee"])}
     controls = control_pairs([q.person_id for q in world.people if q.seen], related, study.seed)
 
-    device = dev.resolve_device(study.train.device)
+    device = dev.resolve_device(study.device)
     dev.setup_device(device)
     start = time.perf_counter()
     state = new_state(config, params, study.seed, device)
@@ -109,7 +109,7 @@ def run_job(study: Study, model_name: str, variant: str, tokens_dir: str | Path,
     for name, table in (("recall", recall), ("order", order), ("curve", curve)):
         with atomic_path(out / f"{name}.parquet") as tmp:
             table.assign(model=model_name, variant=variant).to_parquet(tmp, index=False)
-    final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash,
+    final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash, device=study.device,
                      extra={"model_name": model_name, "variant": variant, "metrics": metrics})
     write_json(out / "metrics.json", metrics)
     write_json(out / "timing.json", {"train_seconds": train_seconds, "probe_seconds": probe_seconds,

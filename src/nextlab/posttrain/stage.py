@@ -81,7 +81,7 @@ def _start_from(study: Study, model_name: str, ckpt_path: str | Path, tokenizer_
     the study's device, with the tokenizer, its hash and the QA codec."""
     tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
     ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=stage)
-    device = resolve_device(study.train.device)
+    device = resolve_device(study.device)
     return ckpt, tok, tok_hash, QACodec(tok), _model_from(ckpt, device), device
 
 

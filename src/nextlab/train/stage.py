@@ -144,7 +144,7 @@ def run_train(
     ranks.check_batch(params.batch_size)
     tokens_dir, out = Path(tokens_dir), Path(out_dir)
     inputs = load_inputs(study, model_name, tokens_dir, Path(data_dir) if data_dir is not None else None)
-    device = distributed.init(ranks, dev.resolve_device(params.device))
+    device = distributed.init(ranks, dev.resolve_device(study.device))
     dev.setup_device(device)
     last = out / "last.pt"
 
@@ -218,7 +218,7 @@ def run_train(
         timing["probe_seconds"] = time.perf_counter() - probe_start
         log.info("fact accuracy by mention count:\n%s", table.to_string(index=False))
 
-    final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash,
+    final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash, device=study.device,
                      extra={"model_name": model_name, "metrics": metrics})
     write_curve(out / "curve.csv", outcome.curve, CURVE_COLUMNS)
     write_curve(out / "timing.csv", outcome.curve, TIMING_COLUMNS)
