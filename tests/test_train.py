@@ -35,13 +35,14 @@ TINY_TRAIN = {"steps": 12, "batch_size": 4, "warmup_steps": 2, "eval_every": 6, 
 @pytest.fixture(scope="module")
 def smoke_inputs(tmp_path_factory) -> Path:
     """The smoke study's real data and tokenizer folders (built once, in-process, ~2 s)."""
-    from nextlab.data.stage import run_data
-    from nextlab.tokenizer.stage import run_tokenize
+    from nextlab.data.stage import run as run_data
+    from nextlab.tokenizer.stage import Inputs as TokenizeInputs
+    from nextlab.tokenizer.stage import run as run_tokenize
 
     root = tmp_path_factory.mktemp("smoke")
     study = load_study(ROOT / "params" / "smoke.yaml")
-    run_data(study, root / "data")
-    run_tokenize(study, root / "data" / "corpus", root / "tokenizer")
+    run_data(study, None, root / "data")
+    run_tokenize(study, TokenizeInputs(root / "data" / "corpus"), root / "tokenizer")
     return root
 
 
