@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from nextlab.config import load_study  # noqa: E402
-from nextlab.data.stage import run_data  # noqa: E402
-from nextlab.tokenizer.stage import run_tokenize  # noqa: E402
+from nextlab.data.stage import run as run_data  # noqa: E402
+from nextlab.tokenizer.stage import Inputs as TokenizeInputs  # noqa: E402
+from nextlab.tokenizer.stage import run as run_tokenize  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -40,10 +41,10 @@ def stage_throughput(params: Path, repeats: int) -> None:
     study = load_study(params)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        data_times = timed(lambda: run_data(study, out / "data"), repeats)
-        stats = run_data(study, out / "data")
-        tok_times = timed(lambda: run_tokenize(study, out / "data/corpus", out / "tok"), repeats)
-        tok = run_tokenize(study, out / "data/corpus", out / "tok")
+        data_times = timed(lambda: run_data(study, None, out / "data"), repeats)
+        stats = run_data(study, None, out / "data")
+        tok_times = timed(lambda: run_tokenize(study, TokenizeInputs(out / "data/corpus"), out / "tok"), repeats)
+        tok = run_tokenize(study, TokenizeInputs(out / "data/corpus"), out / "tok")
     d, t = statistics.median(data_times), statistics.median(tok_times)
     chars = stats["train_chars"] + stats["val_chars"]
     tokens = tok["train_tokens"] + tok["val_tokens"]

@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from nextlab.nondeterminism.stage import run_job
+    from nextlab.nondeterminism import stage
 
     study = load_study(args.params)
     values = study.nondeterminism.model_dump()
@@ -59,8 +59,8 @@ def main() -> None:
     ckpt = results / "models" / model / study.nondeterminism.checkpoint / "ckpt.pt"
     out = args.out or Path(tempfile.mkdtemp(prefix="nd-job-"))
     start = time.perf_counter()
-    run_job(study, model, args.dtype, args.attention, args.threads, ckpt, results / "data", results / "tokenizer",
-            out)
+    stage.run(study, stage.Inputs(ckpt=ckpt, data=results / "data", tokenizer=results / "tokenizer"), out,
+              model=model, dtype=args.dtype, attention=args.attention, threads=args.threads)
     seconds = time.perf_counter() - start
     report(out, seconds)
 

@@ -48,15 +48,15 @@ def main() -> None:
 def run_both(base, model, args, start, results, out):
     import pandas as pd
 
-    from nextlab.posttrain.stage import run_posttrain
+    from nextlab.posttrain import stage
 
     runs, finals = {}, {}
     for invariant in (False, True):
         update = {"batch_invariant": invariant} | ({"steps": args.steps} if args.steps else {})
         study = base.model_copy(update={"posttrain": base.posttrain.model_copy(update=update)})
         name = "invariant" if invariant else "default"
-        finals[name] = run_posttrain(study, model, args.scheme, args.seed, start, results / "data",
-                                     results / "tokenizer", out / name)
+        inputs = stage.Inputs(init=start, data=results / "data", tokenizer=results / "tokenizer")
+        finals[name] = stage.run(study, inputs, out / name, model=model, scheme=args.scheme, seed=args.seed)
         runs[name] = pd.read_csv(out / name / "steps.csv").merge(pd.read_csv(out / name / "timing.csv"), on="step")
     return runs, finals, args, out
 

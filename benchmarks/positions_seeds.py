@@ -4,7 +4,7 @@ variants survive another world, another initialisation and other windows?
     python benchmarks/positions_seeds.py --study default --seeds 1 2 3
 
 For each seed: the data and tokenize stages in a temporary folder (the study's params with that
-seed), then every variant of params `positions.variants` (nextlab.positions.stage.run_job, one
+seed), then every variant of params `positions.variants` (nextlab.positions.stage.run, one
 after another). Prints one row per seed and variant: the share of relations preferred in their
 true direction (95% Wilson interval), the same on control pairs, fact recall, held-out loss and
 seconds. Prints figures; asserts nothing.
@@ -31,10 +31,11 @@ def main() -> None:
     import torch
 
     from nextlab.config import load_study
-    from nextlab.data.stage import run_data
-    from nextlab.positions.stage import run_job
+    from nextlab.data.stage import run as run_data
+    from nextlab.positions import stage as positions
     from nextlab.report.stats import wilson
-    from nextlab.tokenizer.stage import run_tokenize
+    from nextlab.tokenizer.stage import Inputs as TokenizeInputs
+    from nextlab.tokenizer.stage import run as run_tokenize
 
     torch.set_num_threads(args.threads)
     base = load_study(Path("params") / f"{args.study}.yaml")
@@ -46,12 +47,13 @@ def main() -> None:
         study = base.model_copy(update={"seed": seed})
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            run_data(study, root / "data")
-            run_tokenize(study, root / "data" / "corpus", root / "tokenizer")
+            run_data(study, None, root / "data")
+            run_tokenize(study, TokenizeInputs(root / "data" / "corpus"), root / "tokenizer")
             for variant in study.positions.variants:
                 start = time.perf_counter()
                 out = root / "positions" / variant
-                m = run_job(study, model, variant, root / "tokenizer", root / "data", out)
+                m = positions.run(study, positions.Inputs(tokens=root / "tokenizer", data=root / "data"), out,
+                                  model=model, variant=variant)
                 order = pd.read_parquet(out / "order.parquet")
                 rel = order[order["kind"] == "relation"]
                 lo, hi = wilson(int(rel["prefers_forward"].sum()), len(rel))

@@ -121,7 +121,7 @@ def main() -> None:
     from nextlab.config.posttrain import parse_scheme
     from nextlab.data.world import World
     from nextlab.evaluate.tables import own_target
-    from nextlab.posttrain.stage import run_posttrain
+    from nextlab.posttrain import stage
     from nextlab.qa.codec import QACodec
     from nextlab.qa.inputs import read_qa
     from nextlab.tokenizer import load_tokenizer
@@ -153,7 +153,8 @@ def main() -> None:
             for seed in args.seeds:
                 with tempfile.TemporaryDirectory() as out:
                     t0 = time.perf_counter()
-                    run_posttrain(run_study, model_name, scheme, seed, sft, data, tok_dir, out)
+                    stage.run(run_study, stage.Inputs(init=sft, data=data, tokenizer=tok_dir), out, model=model_name,
+                              scheme=scheme, seed=seed)
                     seconds.append(time.perf_counter() - t0)
                     trained, _ = load_checkpoint(Path(out) / "ckpt.pt", torch.device("cpu"))
                 rows.append(measures(answer(trained, codec, calib, world, study.evaluate), t))

@@ -101,6 +101,8 @@ CASES = [
     Case("unknown-key", "snakemake", "train.stepz: unknown key", params=_set("  steps: 30", "  stepz: 30")),
     Case("wrong-type", "snakemake", "train.steps: got 'many'", params=_set("  steps: 30", "  steps: many")),
     Case("negative-lr", "snakemake", "train.lr: got -1", params=_set("  warmup_steps: 5", "  warmup_steps: 5\n  lr: -1")),
+    Case("moved-device", "snakemake", "train.device: moved to the top level of the params",
+         params=_set("  warmup_steps: 5", "  warmup_steps: 5\n  device: cpu")),
     Case("mix-sum", "snakemake", "data.mention_mix: fractions sum to 0.9",
          params=_set("mention_mix: {1: 0.4, 4: 0.6}", "mention_mix: {1: 0.4, 4: 0.5}")),
     Case("same-scheme-twice", "snakemake", "'penalized-0.75' and 'penalized-.75' are the same scheme",

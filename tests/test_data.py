@@ -11,7 +11,8 @@ import pytest
 
 from nextlab.cli import main
 from nextlab.config import DataParams, Study, validate_study
-from nextlab.data.stage import read_jsonl, run_data
+from nextlab.data.stage import read_jsonl
+from nextlab.data.stage import run as run_data
 from nextlab.data.world import IDK, World, apportion, build_world
 from nextlab.errors import InputFileError, ParamsError
 
@@ -22,7 +23,7 @@ MIX = {1: 0.25, 2: 0.15, 4: 0.2, 8: 0.2, 16: 0.2}
 def generated(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data")
     study = validate_study({"seed": 3, "data": {"n_people": 120, "n_unseen": 24, "mention_mix": MIX}})
-    run_data(study, out)
+    run_data(study, None, out)
     return out
 
 
@@ -55,12 +56,12 @@ def test_splits_are_stratified_by_mentions(generated):
 
 def test_same_seed_same_bytes_other_seed_other_world(tmp_path):
     study = validate_study({"seed": 11, "data": {"n_people": 40, "n_unseen": 8}})
-    run_data(study, tmp_path / "a")
-    run_data(study, tmp_path / "b")
+    run_data(study, None, tmp_path / "a")
+    run_data(study, None, tmp_path / "b")
     for name in ("world.json", "corpus/train.jsonl", "corpus/val.jsonl", "qa.parquet", "stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     other = validate_study({"seed": 12, "data": {"n_people": 40, "n_unseen": 8}})
-    run_data(other, tmp_path / "c")
+    run_data(other, None, tmp_path / "c")
     assert (tmp_path / "a/world.json").read_bytes() != (tmp_path / "c/world.json").read_bytes()
 
 
@@ -109,7 +110,7 @@ def test_qa_lines_in_pretraining_only_for_finetune_split(generated):
     assert qa_people == set(qa.loc[qa["in_pretraining"], "person_id"])
     assert any(d["text"].endswith(IDK) for d in docs if d["kind"] == "qa")
     off = validate_study({"data": {"n_people": 40, "n_unseen": 8, "qa_in_pretraining": False}})
-    assert run_data(off, generated.parent / "noqa")["qa_documents"] == 0
+    assert run_data(off, None, generated.parent / "noqa")["qa_documents"] == 0
 
 
 def test_validation_text_is_fresh(generated):
@@ -136,7 +137,7 @@ def test_user_corpus_added_from_txt_and_jsonl(tmp_path):
     folder.mkdir()
     (folder / "a.txt").write_text("Ünïcode text one.\nSecond line.", encoding="utf-8")
     (folder / "b.jsonl").write_text('{"text": "doc two"}\n\n{"text": "doc three"}\n', encoding="utf-8")
-    stats = run_data(_study({"path": str(folder)}), tmp_path / "out")
+    stats = run_data(_study({"path": str(folder)}), None, tmp_path / "out")
     docs = read_jsonl(tmp_path / "out/corpus/train.jsonl") + read_jsonl(tmp_path / "out/corpus/val.jsonl")
     user = sorted(d["text"] for d in docs if d["kind"] == "user")
     assert user == sorted(["Ünïcode text one.\nSecond line.", "doc two", "doc three"])
@@ -146,7 +147,7 @@ def test_user_corpus_added_from_txt_and_jsonl(tmp_path):
 def test_user_corpus_replaces_synthetic_text(tmp_path):
     path = tmp_path / "only.jsonl"
     path.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(20)), encoding="utf-8")
-    stats = run_data(_study({"path": str(path), "mode": "replace"}), tmp_path / "out")
+    stats = run_data(_study({"path": str(path), "mode": "replace"}), None, tmp_path / "out")
     assert stats["bio_documents"] == stats["qa_documents"] == 0
     assert stats["user_documents"] + stats["val_documents"] == 20
 
@@ -166,7 +167,7 @@ def test_user_corpus_errors_name_the_file(tmp_path, setup, message):
     path = tmp_path / "corpus"
     setup(path)
     with pytest.raises(InputFileError, match=message):
-        run_data(_study({"path": str(path)}), tmp_path / "out")
+        run_data(_study({"path": str(path)}), None, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -21,7 +21,8 @@ PARAMS = {
     "tokenizer": {"vocab_size": 300},
     "models": {"tiny": {"n_layer": 1, "n_head": 2, "d_model": 32, "block_size": 96}},
     "train": {"steps": 12, "batch_size": 8, "warmup_steps": 2, "eval_every": 12, "eval_batches": 1,
-              "checkpoint_every": 12, "device": "cpu"},
+              "checkpoint_every": 12},
+    "device": "cpu",
     "nondeterminism": {"checkpoint": "pretrain", "batch_sizes": [1, 2, 5], "qa_prompts": 3, "bio_prompts": 2, "unseen_prompts": 2,
                        "max_new_tokens": 4, "repeat_prompts": 2, "repeat_requests": 3},
 }

@@ -10,6 +10,7 @@ from nextlab.model import GPT, GPTConfig
 from nextlab.posttrain.policy_gradient import PGConfig, group_advantages, pg_step
 
 REWARDED = 7
+LR = 0.03  # the toy problem's optimizer lr (pg_step takes the optimizer; PGConfig has no lr)
 
 
 def tiny_model(seed=0):
@@ -26,8 +27,8 @@ def run(steps, kl_coef, seed=1):
     torch.set_num_threads(1)
     policy = tiny_model()
     ref = copy.deepcopy(policy)
-    cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=kl_coef, max_new_tokens=1, lr=0.03)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=kl_coef, max_new_tokens=1)
+    opt = torch.optim.AdamW(policy.parameters(), lr=LR, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     return policy, [pg_step(policy, ref, opt, [[0, 3], [0, 4]], reward_fn, cfg, gen) for _ in range(steps)]
 
@@ -99,8 +100,8 @@ def test_versus_abstain_answers_where_it_knows_and_abstains_where_it_does_not():
     (token 5) on the second."""
     torch.set_num_threads(1)
     policy = tiny_model()
-    cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=0.0, max_new_tokens=1, lr=0.03, advantage="vs_abstain")
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=0.0, max_new_tokens=1, advantage="vs_abstain")
+    opt = torch.optim.AdamW(policy.parameters(), lr=LR, weight_decay=0.0)
     gen = torch.Generator().manual_seed(2)
 
     def penalized(i, toks):
@@ -124,9 +125,9 @@ def test_factored_step_learns_the_decision_and_never_samples_an_abstention():
     [0, 4], where every answer is wrong, and falls on [0, 3], where token 7 is right."""
     torch.set_num_threads(1)
     policy = tiny_model()
-    cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=0.0, max_new_tokens=1, lr=0.03, advantage="factored",
+    cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=0.0, max_new_tokens=1, advantage="factored",
                    abstain_token=ABSTAIN, reward_range=4.0)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(policy.parameters(), lr=LR, weight_decay=0.0)
     gen = torch.Generator().manual_seed(2)
     drawn = []
 

@@ -9,18 +9,20 @@ import numpy as np
 import pytest
 
 from nextlab.config import SPECIAL_TOKENS, validate_study
-from nextlab.data.stage import read_jsonl, run_data
+from nextlab.data.stage import read_jsonl
+from nextlab.data.stage import run as run_data
 from nextlab.errors import InputFileError
 from nextlab.tokenizer import BOS_ID, EOS_ID, load_tokenizer
-from nextlab.tokenizer.stage import run_tokenize
+from nextlab.tokenizer.stage import Inputs as TokenizeInputs
+from nextlab.tokenizer.stage import run as run_tokenize
 
 
 @pytest.fixture(scope="module")
 def tokenized(tmp_path_factory):
     out = tmp_path_factory.mktemp("tok")
     study = validate_study({"data": {"n_people": 40, "n_unseen": 8}, "tokenizer": {"vocab_size": 400}})
-    run_data(study, out / "data")
-    stats = run_tokenize(study, out / "data/corpus", out / "tokenizer")
+    run_data(study, None, out / "data")
+    stats = run_tokenize(study, TokenizeInputs(out / "data/corpus"), out / "tokenizer")
     return out, stats
 
 
@@ -80,17 +82,17 @@ def test_token_files_and_stats(tokenized):
 def test_same_corpus_same_tokenizer(tokenized, tmp_path):
     out, stats = tokenized
     study = validate_study({"data": {"n_people": 40, "n_unseen": 8}, "tokenizer": {"vocab_size": 400}})
-    again = run_tokenize(study, out / "data/corpus", tmp_path)
+    again = run_tokenize(study, TokenizeInputs(out / "data/corpus"), tmp_path)
     assert again["tokenizer_hash"] == stats["tokenizer_hash"]
 
 
 def test_missing_or_corrupt_inputs(tmp_path):
     study = validate_study({})
     with pytest.raises(InputFileError, match="train.jsonl: corpus file not found"):
-        run_tokenize(study, tmp_path, tmp_path / "out")
+        run_tokenize(study, TokenizeInputs(tmp_path), tmp_path / "out")
     (tmp_path / "train.jsonl").write_text("not json\n")
     with pytest.raises(InputFileError, match=r"train.jsonl:1: expected a JSON object"):
-        run_tokenize(study, tmp_path, tmp_path / "out")
+        run_tokenize(study, TokenizeInputs(tmp_path), tmp_path / "out")
     (tmp_path / "tokenizer.json").write_text("{broken")
     with pytest.raises(InputFileError, match="not a valid tokenizer file"):
         load_tokenizer(tmp_path / "tokenizer.json")

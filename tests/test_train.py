@@ -35,22 +35,25 @@ TINY_TRAIN = {"steps": 12, "batch_size": 4, "warmup_steps": 2, "eval_every": 6, 
 @pytest.fixture(scope="module")
 def smoke_inputs(tmp_path_factory) -> Path:
     """The smoke study's real data and tokenizer folders (built once, in-process, ~2 s)."""
-    from nextlab.data.stage import run_data
-    from nextlab.tokenizer.stage import run_tokenize
+    from nextlab.data.stage import run as run_data
+    from nextlab.tokenizer.stage import Inputs as TokenizeInputs
+    from nextlab.tokenizer.stage import run as run_tokenize
 
     root = tmp_path_factory.mktemp("smoke")
     study = load_study(ROOT / "params" / "smoke.yaml")
-    run_data(study, root / "data")
-    run_tokenize(study, root / "data" / "corpus", root / "tokenizer")
+    run_data(study, None, root / "data")
+    run_tokenize(study, TokenizeInputs(root / "data" / "corpus"), root / "tokenizer")
     return root
 
 
 def write_params(path: Path, model: dict | None = None, train_over: dict | None = None,
-                 tracking: bool = False) -> Path:
+                 tracking: bool = False, device: str | None = None) -> Path:
     raw = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
     raw["models"] = {"tiny": {**TINY_MODEL, **(model or {})}}
     raw["train"] = {**TINY_TRAIN, **(train_over or {})}
     raw["tracking"] = {"enabled": tracking}
+    if device is not None:
+        raw["device"] = device
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -230,7 +233,7 @@ def _forbid_cuda(monkeypatch, allow_is_available: bool) -> None:
 @pytest.mark.parametrize("device", ["cpu", "auto"])
 def test_no_cuda_call_on_a_cpu_only_machine(tmp_path, smoke_inputs, monkeypatch, device, capsys):
     _forbid_cuda(monkeypatch, allow_is_available=device == "auto")
-    params = write_params(tmp_path / "p.yaml", train_over={"device": device, "steps": 6, "checkpoint_every": 3})
+    params = write_params(tmp_path / "p.yaml", train_over={"steps": 6, "checkpoint_every": 3}, device=device)
     out = tmp_path / "out"
     assert main(train_args(params, smoke_inputs, out, "--data", str(smoke_inputs / "data"))) == 0
     assert main(["sample", "--ckpt", str(out / "ckpt.pt"), "--tokenizer", str(smoke_inputs / "tokenizer" / "tokenizer.json"),

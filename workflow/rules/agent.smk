@@ -21,7 +21,7 @@ rule agent:
     wildcard_constraints:
         model="|".join(P.models),
     params:
-        job=job("study", "seed", "data", "train", "agent", "tracking", per_model=True),
+        job=job("study", "seed", "device", "data", "agent", "tracking", per_model=True),
         code=code("agent"),
         data=folder_of("data_stats", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),

@@ -23,7 +23,7 @@ rule mechanisms:
     wildcard_constraints:
         model="|".join(P.models),
     params:
-        job=job("study", "seed", "data", "train", "evaluate", "mechanisms", "tracking", per_model=True),
+        job=job("study", "seed", "device", "data", "evaluate", "mechanisms", "tracking", per_model=True),
         code=code("mechanisms"),
         data=folder_of("data_stats", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),

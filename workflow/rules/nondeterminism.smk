@@ -34,7 +34,7 @@ rule nondeterminism:
         attention="|".join(ND.attention),
         threads=r"\d+",
     params:
-        job=job("study", "seed", "data", "nondeterminism", "train", "tracking", per_model=True),
+        job=job("study", "seed", "device", "data", "nondeterminism", "tracking", per_model=True),
         code=code("nondeterminism"),
         data=folder_of("qa", io="input"),
         tokenizer=folder_of("tokenizer", io="input"),

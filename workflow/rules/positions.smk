@@ -25,7 +25,7 @@ rule positions:
         variant="|".join(P.positions.variants),
     params:
         # The variant list names jobs; one job's result does not depend on which others run.
-        job=job("study", "seed", "data", "train", "positions", "tracking", per_model=True,
+        job=job("study", "seed", "device", "data", "train", "positions", "tracking", per_model=True,
                 withhold={"positions": ["variants"]}),
         code=code("positions"),
         tokens=folder_of("tokens_stats", io="input"),

@@ -16,8 +16,7 @@ SUMMARY_FIGURES = ["reliability", "hallucination_vs_abstention", "score_matrix",
 # Adding a scheme or a seed to the lists reruns no finished job: the lists name jobs.
 NAMES_JOBS = {"posttrain": ["schemes", "seeds", "invariant_control"]}
 INVARIANT_CONTROL = list(P.posttrain.invariant_control)
-# `train` is passed for its `device`, which every stage that runs a model reads.
-POSTTRAIN_JOB = job("study", "seed", "sft", "posttrain", "train", "tracking", per_model=True, withhold=NAMES_JOBS)
+POSTTRAIN_JOB = job("study", "seed", "device", "sft", "posttrain", "tracking", per_model=True, withhold=NAMES_JOBS)
 
 
 def invariant_job(wildcards):
@@ -28,7 +27,7 @@ def invariant_job(wildcards):
 
 
 # the buckets every evaluation must cover come from the data params
-EVALUATE_JOB = job("study", "seed", "evaluate", "data", "train", "tracking", per_model=True)
+EVALUATE_JOB = job("study", "seed", "device", "evaluate", "data", "tracking", per_model=True)
 
 
 def posttrain_start(wildcards):

@@ -5,8 +5,7 @@ include: "posttrain_helpers.smk"
 
 SFT_OUT = result(layout.SFT)
 SFT_CONFIDENCE_OUT = result(layout.SFT_CONFIDENCE)
-# `train` is passed for its `device`, which every stage that runs a model reads.
-SFT_JOB = job("study", "seed", "sft", "train", "tracking", per_model=True)
+SFT_JOB = job("study", "seed", "device", "sft", "tracking", per_model=True)
 
 
 rule sft:

@@ -31,7 +31,7 @@ rule train:
     wildcard_constraints:
         model="|".join(P.models),
     params:
-        job=job("study", "seed", "train", "tracking", per_model=True),
+        job=job("study", "seed", "device", "train", "tracking", per_model=True),
         code=code("train"),
         tokens=folder_of("tokens_stats", io="input"),
         probes=lambda wildcards, input: f"--data {shlex.quote(os.path.dirname(input.data_stats))}"

@@ -1,6 +1,7 @@
 """The agent stage: one job per model, from its fine-tuned checkpoint.
 
-Job outputs in `out_dir` (results/<study>/agent/<model>/):
+One job is `run(study, Inputs(sft, data, tokenizer), out, model=name)`. Outputs in `out`
+(results/<study>/agent/<model>/):
 
 | file | content |
 |---|---|
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +98,19 @@ def train_and_run(model: torch.nn.Module, tok: Any, codec: QACodec, examples: li
     return direct, with_tool, curve, policy
 
 
-def run_job(study: Study, model_name: str, sft_ckpt: str | Path, data_dir: str | Path, tokenizer_dir: str | Path,
-            out_dir: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Inputs:
+    """The files an agent job reads."""
+
+    sft: Path  # the fine-tuned checkpoint
+    data: Path  # the data stage's folder
+    tokenizer: Path  # the tokenize stage's folder
+
+
+def run(study: Study, inputs: Inputs, out: str | Path, *, model: str) -> dict[str, Any]:
+    """Teach `model`'s fine-tuned checkpoint to use the lookup tool and compare it with answering
+    directly; write the tables, ckpt.pt and metrics.json into `out`; return the metrics."""
+    model_name, sft_ckpt, data_dir, tokenizer_dir = model, inputs.sft, inputs.data, inputs.tokenizer
     p = study.agent
     if not study.data.synthetic:
         raise NextlabError("the agent stage needs the synthetic world (data.user_corpus.mode is 'replace')")
@@ -121,14 +134,14 @@ def run_job(study: Study, model_name: str, sft_ckpt: str | Path, data_dir: str |
         log.warning("some prompts with a record leave fewer than agent.reply_tokens=%d tokens to reply; the "
                     "policy drops the oldest observation where a prompt does not fit", p.reply_tokens)
 
-    device = resolve_device(study.train.device)
+    device = resolve_device(study.device)
     start = time.perf_counter()
     model, _ = load_checkpoint(sft_ckpt, device)
     direct, with_tool, curve, policy = train_and_run(model, tok, codec, examples, records, eval_rows, p, study.seed)
     seconds = time.perf_counter() - start
 
     episodes = pd.DataFrame(episode_rows("no_tool", direct, eval_rows) + episode_rows("tool", with_tool, eval_rows))
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "ckpt.pt", model, tokenizer_hash=tok_hash, step=p.steps,
                     train_config=p.model_dump(mode="json") | {"seed": study.seed},

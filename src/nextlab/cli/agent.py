@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     study = load(args)
     if args.model not in study.models:
         raise NextlabError(f"model {args.model!r} is not in params models: {sorted(study.models)}")
-    from nextlab.agent.stage import run_job
+    from nextlab.agent import stage
     from nextlab.provenance import data_hash_of
 
     job = Job("agent", f"agent/{args.model}", args.out,
@@ -50,5 +50,6 @@ def run(args: argparse.Namespace) -> int:
               data_hash=data_hash_of(args.data), metrics=["metrics.json", ["timing.json", "time"]],
               artifacts=["metrics.json", "episodes.parquet", "curve.parquet"])
     with tracked(study, job):
-        run_job(study, args.model, args.sft, args.data, args.tokenizer, args.out)
+        stage.run(study, stage.Inputs(sft=args.sft, data=args.data, tokenizer=args.tokenizer), args.out,
+                  model=args.model)
     return 0

@@ -24,14 +24,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nextlab.data.stage import run_data
+    from nextlab.data import stage
     from nextlab.tracking import Job, tracked
 
     study = load(args, uses_torch=False)
     job = Job("data", "data", args.out, params={"data": study.data.model_dump(mode="json"), "seed": study.seed},
               metrics=["stats.json"], artifacts=["stats.json", "provenance.json"])
     with tracked(study, job):
-        stats = run_data(study, args.out)
+        stats = stage.run(study, None, args.out)
         job.data_hash = stats["data_hash"]
     log.info("data: %d people, %d never-seen names, %d training documents, singleton rate %.3f, data hash %s",
              stats["people"], stats["unseen_names"], stats["train_documents"], stats["singleton_rate"],

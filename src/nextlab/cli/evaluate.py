@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 def _one(study, args: argparse.Namespace) -> int:
     from nextlab.config.posttrain import parse_scheme
     from nextlab.errors import NextlabError
-    from nextlab.evaluate.run import run_evaluate
+    from nextlab.evaluate import run as stage
     from nextlab.io import require_file, sha256_file
     from nextlab.provenance import data_hash_of
     from nextlab.tracking import Job, tracked
@@ -78,39 +78,31 @@ def _one(study, args: argparse.Namespace) -> int:
               tables=[["answers.parquet", "answers.json"]],
               upstream={"checkpoint": sha256_file(require_file(args.ckpt, "checkpoint"))[:16]})
     with tracked(study, job):
-        run_evaluate(study, args.model, scheme.name, args.seed, args.ckpt, args.data, args.tokenizer, args.out)
+        stage.run(study, stage.Inputs(ckpt=args.ckpt, data=args.data, tokenizer=args.tokenizer), args.out,
+                  model=args.model, scheme=scheme.name, seed=args.seed)
     return 0
 
 
 def _summary(study, args: argparse.Namespace) -> int:
-    import time
+    import pandas as pd
 
-    from nextlab.evaluate.figures import draw_all
-    from nextlab.evaluate.tables import read_answers, summarize
-    from nextlab.io import atomic_path, read_json, write_json
+    from nextlab.evaluate import summary
+    from nextlab.io import read_json
     from nextlab.tracking import Job, tracked
 
-    stats = read_json(args.data / "stats.json")
-    out = args.out
-    start = time.perf_counter()
-    answers = read_answers(args.answers)
-    models = sorted(answers["model"].unique())
-    job = Job("evaluate", f"evaluate/{'+'.join(models)}/summary", out,
-              tags={"nextlab.model": "+".join(models), "nextlab.scheme": "all"},
-              params={"evaluate": study.evaluate.model_dump(mode="json")}, data_hash=stats.get("data_hash"),
+    # The run is named after the models in the answers, known once the stage has read them.
+    job = Job("evaluate", "evaluate/summary", args.out, tags={"nextlab.scheme": "all"},
+              params={"evaluate": study.evaluate.model_dump(mode="json")},
               metrics=["metrics.json", ["timing.json", "time"]], artifacts=["metrics.json", "summary.parquet"])
     with tracked(study, job):
-        flat, table = summarize(study, answers, stats.get("singleton_rate"))
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "answers.parquet") as tmp:
-            answers.to_parquet(tmp, index=False)
-        with atomic_path(out / "summary.parquet") as tmp:
-            table.to_parquet(tmp, index=False)
-        figures = draw_all(answers, table, out / "figures", study.evaluate.targets, study.evaluate.bins)
-        write_json(out / "metrics.json", flat)
-        write_json(out / "timing.json", {"seconds": time.perf_counter() - start})
-        job.artifacts += [[str(path.relative_to(out)), "figures"] for path in figures]
-    log.info("evaluate summary of %d answers (%s): %s", len(answers), ", ".join(models),
+        flat = summary.run(study, summary.Inputs(answers=args.answers, data=args.data), args.out)
+        answered = pd.read_parquet(args.out / "answers.parquet", columns=["model"])["model"]
+        models = sorted(answered.unique())
+        job.name = f"evaluate/{'+'.join(models)}/summary"
+        job.tags = {"nextlab.model": "+".join(models), **job.tags}
+        job.data_hash = read_json(args.data / "stats.json").get("data_hash")
+        job.artifacts += [[f"figures/{name}.png", "figures"] for name in summary.FIGURES]
+    log.info("evaluate summary of %d answers (%s): %s", len(answered), ", ".join(models),
              ", ".join(f"{k}={v:.3f}" for k, v in flat.items()
                        if k.endswith(("/hallucination", "/abstention")) and v is not None))
     return 0

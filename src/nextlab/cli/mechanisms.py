@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model not in study.models:
         raise NextlabError(f"model {args.model!r} is not in params models: {sorted(study.models)}")
     from nextlab.config.mechanisms import TABLES
-    from nextlab.mechanisms.stage import run_job
+    from nextlab.mechanisms import stage
     from nextlab.provenance import data_hash_of
 
     job = Job("mechanisms", f"mechanisms/{args.model}", args.out,
@@ -52,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
               data_hash=data_hash_of(args.data), metrics=["metrics.json", ["timing.json", "time"]],
               artifacts=["metrics.json", *(f"{name}.parquet" for name in TABLES)])
     with tracked(study, job):
-        run_job(study, args.model, args.pretrain, args.sft, args.data, args.tokenizer, args.out)
+        inputs = stage.Inputs(pretrain=args.pretrain, sft=args.sft, data=args.data, tokenizer=args.tokenizer)
+        stage.run(study, inputs, args.out, model=args.model)
     return 0

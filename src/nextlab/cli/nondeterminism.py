@@ -56,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
         if not args.jobs:
             raise NextlabError("nondeterminism --summary needs --jobs")
         from nextlab.io import read_json
-        from nextlab.nondeterminism.summary import run_summary
+        from nextlab.nondeterminism import summary
 
         # the jobs' data hash: the summary reads their tables, not the data folder
         data_hash = read_json(args.jobs[0] / "provenance.json").get("data_hash")
         job = Job("nondeterminism", f"nondeterminism/{args.model}/summary", args.out, tags=tags, params=params,
                   data_hash=data_hash, metrics=["metrics.json"], artifacts=["metrics.json"])
         with tracked(study, job):
-            flat = run_summary(study, args.model, args.jobs, args.out)
+            flat = summary.run(study, summary.Inputs(jobs=args.jobs), args.out)
             job.artifacts += [[f"figures/{p.name}", "figures"] for p in sorted((args.out / "figures").glob("*.png"))]
         log.info("nondeterminism summary of %s: %d jobs, %d figures, %d metrics", args.model, len(args.jobs),
                  len(job.artifacts) - 1, len(flat))
@@ -71,11 +71,12 @@ def run(args: argparse.Namespace) -> int:
     missing = [f"--{n}" for n in ("dtype", "attention", "ckpt", "data", "tokenizer") if getattr(args, n) is None]
     if missing:
         raise NextlabError(f"nondeterminism needs {', '.join(missing)}")
-    from nextlab.nondeterminism.stage import job_name, run_job
+    from nextlab.io import read_json
+    from nextlab.nondeterminism import stage
     from nextlab.provenance import data_hash_of
 
     threads = args.threads or 1
-    job = Job("nondeterminism", f"nondeterminism/{job_name(args.model, args.dtype, args.attention, threads)}",
+    job = Job("nondeterminism", f"nondeterminism/{stage.job_name(args.model, args.dtype, args.attention, threads)}",
               args.out, tags={**tags, "nextlab.seed": study.seed, "nextlab.dtype": args.dtype,
                               "nextlab.attention": args.attention, "nextlab.threads": threads},
               params={**params, "model": args.model, "dtype": args.dtype, "attention": args.attention,
@@ -85,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
               artifacts=["metrics.json", "env.json", "completions.parquet", "logits.parquet", "unique.parquet",
                          "timing.parquet"])
     with tracked(study, job):
-        result = run_job(study, args.model, args.dtype, args.attention, threads, args.ckpt, args.data,
-                         args.tokenizer, args.out)
-        env = result["env"]
+        stage.run(study, stage.Inputs(ckpt=args.ckpt, data=args.data, tokenizer=args.tokenizer), args.out,
+                  model=args.model, dtype=args.dtype, attention=args.attention, threads=threads)
+        env = read_json(args.out / "env.json")
         job.tags |= {"nextlab.device": env["device"], "nextlab.cpu": env["cpu_model"], "nextlab.torch": env["torch"],
                      "nextlab.sdpa_backend": env["sdpa_backend_masked"]}
     return 0

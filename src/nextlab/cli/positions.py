@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model not in study.models:
         raise NextlabError(f"model {args.model!r} is not in params models: {sorted(study.models)}")
     from nextlab.config.positions import TABLES, VARIANTS
-    from nextlab.positions.stage import run_job
+    from nextlab.positions import stage
     from nextlab.provenance import data_hash_of
 
     if args.variant not in VARIANTS:
@@ -55,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
               data_hash=data_hash_of(args.data), metrics=["metrics.json", ["timing.json", "time"]],
               artifacts=["metrics.json", *(f"{name}.parquet" for name in TABLES)])
     with tracked(study, job):
-        run_job(study, args.model, args.variant, args.tokens, args.data, args.out)
+        stage.run(study, stage.Inputs(tokens=args.tokens, data=args.data), args.out, model=args.model,
+                  variant=args.variant)
     return 0

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from nextlab.config.posttrain import parse_scheme
     from nextlab.errors import NextlabError
     from nextlab.io import require_file, sha256_file
-    from nextlab.posttrain.stage import run_posttrain
+    from nextlab.posttrain import stage
     from nextlab.provenance import data_hash_of
     from nextlab.tracking import Job, tracked
 
@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
               artifacts=["metrics.json", "steps.csv", ["ckpt.pt", "model"]],
               upstream={"checkpoint": sha256_file(args.init)[:16], "tokenizer": sha256_file(args.tokenizer / "tokenizer.json")[:16]})
     with tracked(study, job) as run:
-        metrics = run_posttrain(study, args.model, scheme.name, args.seed, args.init, args.data, args.tokenizer,
-                                args.out, on_step=run.log_step)
+        metrics = stage.run(study, stage.Inputs(init=args.init, data=args.data, tokenizer=args.tokenizer), args.out,
+                            model=args.model, scheme=scheme.name, seed=args.seed, on_step=run.log_step)
     log.info("posttrain %s/%s/seed%d: final reward %.3f, abstain rate %.2f, KL %.4f", args.model, scheme.name,
              args.seed, metrics["final_reward"], metrics["final_abstain_rate"], metrics["final_kl"])
     return 0

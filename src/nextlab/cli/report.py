@@ -41,9 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from nextlab.errors import NextlabError
     from nextlab.provenance import data_hash_of
-    from nextlab.report import build_report
+    from nextlab.report import stage
     from nextlab.tracking import Job, tracked
 
     study = load(args, uses_torch=False)
@@ -52,9 +51,11 @@ def run(args: argparse.Namespace) -> int:
     data_out = args.data_out or out
     logs = args.logs or Path("logs") / study.study
     if args.only:
+        from nextlab.report import build_report
+
         report = build_report(study, results, out, data_out=data_out, params_file=args.params,
                               stages=_names(args.stages), only=_names(args.only), logs=logs)
-        _log_figures(report)
+        stage.log_figures(report)
         log.info("redrew %d/%d figures in %.1fs", sum(r.status == "ok" for r in report.figures), len(report.figures),
                  report.seconds)
         return 1 if report.failed else 0
@@ -63,20 +64,10 @@ def run(args: argparse.Namespace) -> int:
     job = Job("report", "report", data_out, data_hash=data_hash_of(results / "data", required=False),
               metrics=["findings.json", ["timing.json", "time"]])
     with tracked(study, job):
-        report = build_report(study, results, out, data_out=data_out, params_file=args.params,
-                              stages=_names(args.stages), only=None, logs=logs)
-        _log_figures(report)
-        if report.failed:
-            names = ", ".join(r.instance.figure.name for r in report.failed)
-            raise NextlabError(f"{len(report.failed)} figure(s) failed to draw ({names}); see the log above")
-        job.params = {"figures": len(report.figures)}
-        job.artifacts = [os.path.relpath(report.html, data_out)] + [
-            [os.path.relpath(r.png, data_out), "figures"] for r in report.figures]
-    log.info("report: %d/%d figures in %.1fs -> %s, %s", sum(r.status == "ok" for r in report.figures),
-             len(report.figures), report.seconds, report.markdown, report.html)
+        stage.run(study, stage.Inputs(results=results, logs=logs), out, data_out=data_out, params_file=args.params,
+                  stages=_names(args.stages))
+        figures = stage.figure_files(study, out, _names(args.stages))
+        job.params = {"figures": len(figures)}
+        job.artifacts = [os.path.relpath(out / "report.html", data_out)] + [
+            [os.path.relpath(png, data_out), "figures"] for png in figures]
     return 0
-
-
-def _log_figures(report) -> None:
-    for r in report.figures:
-        log.info("%-8s %-40s %.2fs%s", r.status, r.png, r.seconds, f"  ({r.problem.splitlines()[0]})" if r.problem else "")

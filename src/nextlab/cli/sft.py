@@ -35,19 +35,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from nextlab.io import require_file, sha256_file
-    from nextlab.posttrain.stage import run_sft, run_sft_confidence
+    from nextlab.posttrain import sft
     from nextlab.provenance import data_hash_of
     from nextlab.tracking import Job, tracked
 
     study = load(args)
     stage = "sft_confidence" if args.confidence else "sft"
-    fn = run_sft_confidence if args.confidence else run_sft
+    fn = sft.run_confidence if args.confidence else sft.run
     job = Job(stage, f"{stage}/{args.model}", args.out, tags={"nextlab.model": args.model},
               params={"sft": study.sft.model_dump(mode="json"), "model": args.model},
               data_hash=data_hash_of(args.data), metrics=["metrics.json", ["timing.json", "time"]], curves=["curve.csv"],
               artifacts=["metrics.json", "curve.csv", ["ckpt.pt", "model"]],
               upstream={"checkpoint": sha256_file(require_file(args.init, "checkpoint"))[:16]})
     with tracked(study, job) as run:
-        metrics = fn(study, args.model, args.init, args.data, args.tokenizer, args.out, on_step=run.log_step)
+        metrics = fn(study, sft.Inputs(init=args.init, data=args.data, tokenizer=args.tokenizer), args.out,
+                     model=args.model, on_step=run.log_step)
     log.info("%s %s: %d steps, final loss %.4f", stage, args.model, metrics["steps"], metrics["train_loss"])
     return 0

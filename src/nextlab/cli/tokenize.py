@@ -26,14 +26,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from nextlab.provenance import data_hash_of
-    from nextlab.tokenizer.stage import run_tokenize
+    from nextlab.tokenizer import stage
     from nextlab.tracking import Job, tracked
 
     study = load(args, uses_torch=False)
     job = Job("tokenize", "tokenize", args.out, params={"tokenizer": study.tokenizer.model_dump(mode="json")},
               data_hash=data_hash_of(args.data), metrics=["stats.json"], artifacts=["stats.json", "tokenizer.json"])
     with tracked(study, job):
-        stats = run_tokenize(study, args.data / "corpus", args.out)
+        stats = stage.run(study, stage.Inputs(corpus=args.data / "corpus"), args.out)
         job.tags["nextlab.tokenizer_hash"] = stats["tokenizer_hash"]
     log.info("tokenize: vocabulary %d, %d training tokens (%.2f bytes per token), %d validation tokens",
              stats["vocab_size"], stats["train_tokens"], stats["train_bytes_per_token"], stats["val_tokens"])

@@ -37,36 +37,37 @@ MAX_LOGGED_CHECKPOINT = 200 * 2**20
 
 def run(args: argparse.Namespace) -> int:
     from nextlab.errors import NextlabError
+    from nextlab.io import read_json
     from nextlab.provenance import data_hash_of
     from nextlab.tracking import Job, tracked
-    from nextlab.train.stage import run_train, tokenizer_hash
+    from nextlab.train import stage
+    from nextlab.train.distributed import Ranks
 
     study = load(args)
     if args.model not in study.models:
         raise NextlabError(f"models.{args.model}: no such model in params; defined: {sorted(study.models)}")
-    from nextlab.train.distributed import Ranks
-
+    inputs = stage.Inputs(tokens=args.tokens, data=args.data)
     if not Ranks.from_env().is_main:
         # Under torchrun only rank 0 writes files and tracks; the others train beside it.
-        run_train(study, args.model, args.tokens, args.out, data_dir=args.data, fresh=args.fresh, progress=False)
+        stage.run(study, inputs, args.out, model=args.model, fresh=args.fresh, progress=False)
         return 0
     job = Job("train", f"train/{args.model}", args.out,
               tags={"nextlab.model": args.model, "nextlab.scheme": "pretrain", "nextlab.seed": study.seed,
-                    "nextlab.tokenizer_hash": tokenizer_hash(args.tokens)},
+                    "nextlab.tokenizer_hash": stage.tokenizer_hash(args.tokens)},
               params={"model": study.models[args.model].model_dump(mode="json"),
-                      "train": study.train.model_dump(mode="json"), "seed": study.seed},
+                      "train": study.train.model_dump(mode="json"), "seed": study.seed, "device": study.device},
               data_hash=data_hash_of(args.data, required=False) if args.data else None,
               metrics=["metrics.json", ["timing.json", "time"]], curves=["curve.csv", ["timing.csv", "time"]],
               artifacts=["metrics.json", "curve.csv", "loss.png", "facts.csv"], live=True)
     with tracked(study, job) as run:
-        metrics = run_train(study, args.model, args.tokens, args.out, data_dir=args.data, fresh=args.fresh,
-                            on_step=run.log_step)
+        metrics = stage.run(study, inputs, args.out, model=args.model, fresh=args.fresh, on_step=run.log_step)
         ckpt = args.out / "ckpt.pt"
         if ckpt.stat().st_size <= MAX_LOGGED_CHECKPOINT:
             job.artifacts.append(["ckpt.pt", "model"])
         else:
             job.tags["nextlab.checkpoint"] = str(ckpt.resolve())
+    speed = read_json(args.out / "timing.json")["tokens_per_s"]
     log.info("train %s: %d steps, train loss %.4f, validation loss %s, %.0f tokens/s", args.model,
              metrics["steps"], metrics["train_loss"],
-             f"{metrics['val_loss']:.4f}" if metrics.get("val_loss") is not None else "n/a", metrics["tokens_per_s"])
+             f"{metrics['val_loss']:.4f}" if metrics.get("val_loss") is not None else "n/a", speed)
     return 0

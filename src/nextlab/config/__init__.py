@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -56,6 +56,8 @@ class Study(Section):
 
     study: str = Field("default", pattern=NAME_PATTERN, description="names results/<study>/")
     seed: int = Field(1234, ge=0, lt=2**32)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where every stage that runs a model runs it: auto picks CUDA when present")
     data: DataParams = DataParams()
     tokenizer: TokenizerParams = TokenizerParams()
     models: dict[str, ModelParams] = Field(default_factory=lambda: {"small": ModelParams()})
@@ -113,10 +115,32 @@ def _format_error(err: dict[str, Any]) -> str:
     return f"{loc}: {msg}"
 
 
+# Keys that moved: (old section, key) -> where the key lives now. A params file written for the
+# old layout gets one line saying where to put the value, not a generic "unknown key".
+MOVED = {("train", "device"): "device"}
+
+
+def _moved_key(raw: dict[str, Any]) -> str | None:
+    """The first moved key `raw` still has, as the message that says where it went.
+
+    >>> print(_moved_key({"train": {"device": "cuda"}}))  # doctest: +NORMALIZE_WHITESPACE
+    train.device: moved to the top level of the params (it is where every stage runs, not a training
+    setting); write `device: cuda` there
+    """
+    for (section, key), new in MOVED.items():
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            return (f"{section}.{key}: moved to the top level of the params (it is where every stage runs, "
+                    f"not a training setting); write `{new}: {raw[section][key]}` there")
+    return None
+
+
 def validate_study(raw: Any, source: str = "<params>") -> Study:
     """Validate an already-parsed params mapping."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: must be a YAML mapping of keys to values, got {type(raw).__name__}")
+    moved = _moved_key(raw)
+    if moved:
+        raise ParamsError(f"{source}: {moved}")
     try:
         return Study.model_validate(raw)
     except ValidationError as err:

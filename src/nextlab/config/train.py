@@ -55,7 +55,6 @@ class TrainParams(Section):
     processes: int = Field(1, ge=1, le=1024, description="data-parallel processes (torchrun, gloo on the CPU, "
                                                         "NCCL on GPUs); batch_size is the global batch and must "
                                                         "split evenly over them")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = Field(False, description="torch.compile the model (CUDA only)")
     cpu_peak_flops: float | None = Field(
         None, gt=0, description="peak FLOP/s for MFU on the CPU; measured once when unset"

@@ -1,4 +1,8 @@
-"""The data stage as a function of params in, files out."""
+"""The data stage as a function of params in, files out: `run(study, None, out)`.
+
+It reads no earlier stage's files (a user corpus, if any, is named by params `data.user_corpus`),
+so its `inputs` is None; every other stage's `run(study, inputs, out)` takes its `Inputs`.
+"""
 
 from __future__ import annotations
 
@@ -37,10 +41,11 @@ def singleton_rate(qa: pd.DataFrame) -> float:
     return float((seen["mentions"] == 1).mean()) if len(seen) else 0.0
 
 
-def run_data(study: Study, out_dir: str | Path) -> dict[str, Any]:
-    """Write world.json, corpus/{train,val}.jsonl, qa.parquet and stats.json into `out_dir`."""
+def run(study: Study, inputs: None, out: str | Path) -> dict[str, Any]:
+    """Write world.json, corpus/{train,val}.jsonl, qa.parquet and stats.json into `out`; return
+    the stats."""
     params = study.data
-    out = Path(out_dir)
+    out = Path(out)
     user_docs = read_user_corpus(params.user_corpus.path) if params.user_corpus else []
 
     world = build_world(params, study.seed)

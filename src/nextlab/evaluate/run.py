@@ -1,10 +1,11 @@
-"""The evaluate stage: one model checkpoint in, its per-question answers and metrics out.
+"""The evaluate stage: one model checkpoint in, its per-question answers and metrics out:
+`run(study, Inputs(ckpt, data, tokenizer), out, model=name, scheme=name, seed=k)`.
 
 Questions: the evaluation split (every mention-count bucket, plus never-seen names) and the
 calibration split (only used to fit the temperature of `ece_ts`). Each is answered greedily and
 graded (`grading`); confidences and candidate probabilities are described in `answers`.
 
-Outputs in `out_dir`:
+Outputs in `out`:
 - `answers.parquet`: one row per question, see docs/formats.md (every figure and metric can be
   recomputed from it without a model);
 - `metrics.json`: flat, the same keys for every model and scheme (`summary.scheme_metrics`);
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +40,19 @@ from nextlab.train.device import resolve_device
 
 log = logging.getLogger(__name__)
 
-def run_evaluate(
-    study: Study,
-    model_name: str,
-    scheme_name: str,
-    seed: int,
-    ckpt_path: str | Path,
-    data_dir: str | Path,
-    tokenizer_dir: str | Path,
-    out_dir: str | Path,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Inputs:
+    """The files an evaluate job reads."""
+
+    ckpt: Path  # the checkpoint to evaluate
+    data: Path  # the data stage's folder
+    tokenizer: Path  # the tokenize stage's folder
+
+
+def run(study: Study, inputs: Inputs, out: str | Path, *, model: str, scheme: str, seed: int) -> dict[str, Any]:
     """Answer, grade, score; write answers.parquet and metrics.json. Returns the metrics."""
+    model_name, scheme_name = model, scheme
+    ckpt_path, data_dir, tokenizer_dir = inputs.ckpt, inputs.data, inputs.tokenizer
     try:
         scheme = parse_scheme(scheme_name)
     except ValueError as err:
@@ -77,7 +81,7 @@ def run_evaluate(
                 f"{ckpt_path}: checkpoint is scheme {extra.get('scheme')!r} seed {extra.get('seed')!r}, "
                 f"expected scheme {scheme.name!r} seed {seed}"
             )
-    device = resolve_device(study.train.device)
+    device = resolve_device(study.device)
     model, _ = load_checkpoint(ckpt_path, device)
     codec = QACodec(tok)
 
@@ -110,7 +114,7 @@ def run_evaluate(
     )
     timing = {"answer_seconds": answer_seconds, "seconds": time.perf_counter() - start}
 
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "answers.parquet") as tmp:
         answers.to_parquet(tmp, index=False)
@@ -123,4 +127,4 @@ def run_evaluate(
     log.info("evaluate %s/%s/seed%d: accuracy %.3f, hallucination %.3f, abstention %.3f (%.1f s)", model_name,
              scheme.name, seed, metrics["accuracy"], metrics["hallucination"], metrics["abstention"],
              timing["seconds"])
-    return metrics | timing
+    return metrics

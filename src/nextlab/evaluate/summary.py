@@ -25,19 +25,28 @@ Which questions each metric reads:
   al., 2025: hallucinations on such facts are bounded below by the singleton rate).
 
 Keys are the same for every model and scheme; an undefined value is NaN (null in JSON).
+
+The evaluate summary stage is `run(study, Inputs(answers, data), out)` at the end of this file
+(`nextlab evaluate --summary`): every scheme and seed of the study's models, from their answers
+tables, to one flat metrics.json keyed `<model>/<scheme>/<key>`, summary.parquet, every answer in
+one answers.parquet, and the figures.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from nextlab.errors import NextlabError
 from nextlab.evaluate.bootstrap import interval, weighted_mean
-from nextlab.io import json_safe
+from nextlab.io import atomic_path, json_safe, read_json, write_json
 from nextlab.qa import metrics as M
 
 UNSEEN = "unseen"
@@ -314,3 +323,38 @@ def headline_keys(targets: Sequence[float]) -> list[str]:
     """The keys figures and the compare view lead with."""
     return ["accuracy", "hallucination", "abstention", "accuracy_when_attempted",
             *[f"score_t{_fmt(t)}" for t in targets], "ece", "ece_ts", "brier", "auroc"]
+
+
+# ---- the summary stage --------------------------------------------------------------------------
+
+# The figures the summary draws into figures/<name>.png, in the order `figures.draw_all` draws them.
+FIGURES = ("reliability", "hallucination_vs_abstention", "score_matrix", "accuracy_by_mentions")
+
+@dataclass(frozen=True)
+class Inputs:
+    """The files the summary reads."""
+
+    answers: list[Path]  # the evaluate jobs' answers.parquet, every scheme and seed
+    data: Path  # the data stage's folder: its stats.json (the singleton rate)
+
+
+def run(study: Any, inputs: Inputs, out: str | Path) -> dict[str, Any]:
+    """Write metrics.json, summary.parquet, answers.parquet (every row) and figures/*.png into
+    `out`; return the metrics."""
+    from nextlab.evaluate.figures import draw_all  # matplotlib, and tables imports this module
+    from nextlab.evaluate.tables import read_answers, summarize
+
+    start = time.perf_counter()
+    out = Path(out)
+    stats = read_json(Path(inputs.data) / "stats.json")
+    answers = read_answers(inputs.answers)
+    flat, table = summarize(study, answers, stats.get("singleton_rate"))
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "answers.parquet") as tmp:
+        answers.to_parquet(tmp, index=False)
+    with atomic_path(out / "summary.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    draw_all(answers, table, out / "figures", study.evaluate.targets, study.evaluate.bins)
+    write_json(out / "metrics.json", flat)
+    write_json(out / "timing.json", {"seconds": time.perf_counter() - start})
+    return flat

@@ -1,6 +1,7 @@
 """The mechanisms stage: one job per model, five experiments on its trained weights.
 
-Job outputs in `out_dir` (results/<study>/mechanisms/<model>/):
+One job is `run(study, Inputs(pretrain, sft, data, tokenizer), out, model=name)`. Outputs in `out`
+(results/<study>/mechanisms/<model>/):
 
 | file | content |
 |---|---|
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +158,21 @@ def decoding_metrics(qa_rows: pd.DataFrame, bio_rows: pd.DataFrame) -> dict[str,
     return {k: v for k, v in out.items() if v == v}
 
 
-def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: str | Path, data_dir: str | Path,
-            tokenizer_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Inputs:
+    """The files a mechanisms job reads."""
+
+    pretrain: Path  # the pretrained checkpoint
+    sft: Path  # the fine-tuned checkpoint (answers questions)
+    data: Path  # the data stage's folder
+    tokenizer: Path  # the tokenize stage's folder
+
+
+def run(study: Study, inputs: Inputs, out: str | Path, *, model: str) -> dict[str, Any]:
+    """The five experiments on `model`'s weights; write their tables and metrics.json into `out`;
+    return the metrics."""
+    model_name, pretrain_ckpt, sft_ckpt = model, inputs.pretrain, inputs.sft
+    data_dir, tokenizer_dir = inputs.data, inputs.tokenizer
     p = study.mechanisms
     if not study.data.synthetic:
         raise NextlabError("the mechanisms stage needs the synthetic world (data.user_corpus.mode is 'replace')")
@@ -187,7 +202,7 @@ def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: 
     for path, stage in ((pretrain_ckpt, "pretrain"), (sft_ckpt, "sft")):
         checked_checkpoint(path, study, model_name, tok_hash, tok.get_vocab_size(), stage=stage)
 
-    device = resolve_device(study.train.device)
+    device = resolve_device(study.device)
     start = time.perf_counter()
     pretrained, _ = load_checkpoint(pretrain_ckpt, device)
     facts = build_facts(tok, bios, mentions, block_size)
@@ -206,7 +221,7 @@ def run_job(study: Study, model_name: str, pretrain_ckpt: str | Path, sft_ckpt: 
     in_context = pd.DataFrame(context_rows)
     tables = {"ablation": ablation, "heads": heads, "decoding_qa": qa_rows, "decoding_bio": bio_rows,
               "in_context": in_context, "kalai": kalai}
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         with atomic_path(out / f"{name}.parquet") as tmp:

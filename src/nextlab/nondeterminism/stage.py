@@ -15,13 +15,16 @@ Job outputs in `out_dir` (results/<study>/nondeterminism/<model>/<dtype>/<attent
 | `provenance.json` | code version, params hash, data and tokenizer hashes, the checkpoint |
 | `metrics.json` | flat metrics (`metrics.job_metrics`) |
 
-Every check on params and inputs runs before the model is loaded.
+Every check on params and inputs runs before the model is loaded. A job is
+`run(study, Inputs(ckpt, data, tokenizer), out, model=, dtype=, attention=, threads=)`; the summary
+over a model's jobs is `nextlab.nondeterminism.summary.run`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +124,22 @@ def load_models(ckpt: dict[str, Any], attention: str, dtype: torch.dtype, device
     )
 
 
-def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: int, ckpt_path: str | Path,
-            data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Inputs:
+    """The files a nondeterminism job reads."""
+
+    ckpt: Path  # the checkpoint to decode
+    data: Path  # the data stage's folder
+    tokenizer: Path  # the tokenize stage's folder
+
+
+def run(study: Study, inputs: Inputs, out: str | Path, *, model: str, dtype: str, attention: str,
+        threads: int) -> dict[str, Any]:
+    """One job (one model x dtype x attention path x thread count): write the tables, env.json and
+    metrics.json into `out`; return the metrics."""
+    model_name, ckpt_path, data_dir, tokenizer_dir = model, inputs.ckpt, inputs.data, inputs.tokenizer
     p = study.nondeterminism
-    device = resolve_device(study.train.device)
+    device = resolve_device(study.device)
     torch_dtype = check_factors(study, dtype, attention, threads, device)
     data_hash = data_hash_of(data_dir)
     tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
@@ -179,7 +194,7 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
         env["invariant_attention"] = ("fused" if models.invariant.fused_kernel(torch_dtype, torch.device(device))
                                       else "blocked")
 
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         table = tables[name].assign(**factors)
@@ -201,4 +216,4 @@ def run_job(study: Study, model_name: str, dtype: str, attention: str, threads: 
              "invariant control %s", job_name(model_name, dtype, attention, threads), seconds,
              metrics.get("decode_not_equal_share"), metrics.get("decode_flip_rate"), metrics.get("free_differ_rate"),
              metrics.get("control_invariant_not_equal"))
-    return metrics | {"env": env, "seconds": seconds}
+    return metrics

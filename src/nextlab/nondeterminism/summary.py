@@ -2,12 +2,13 @@
 
 How `nextlab nondeterminism --summary` calls it, after the study's jobs have written their tables::
 
-    flat = run_summary(study, "small", ["results/default/nondeterminism/small/float32/sdpa/threads1"],
-                       "results/default/nondeterminism/small/summary")
+    jobs = [Path("results/default/nondeterminism/small/float32/sdpa/threads1")]
+    flat = run(study, Inputs(jobs=jobs), "results/default/nondeterminism/small/summary")
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,17 @@ def read_jobs(job_dirs: list[str | Path]) -> dict[str, pd.DataFrame]:
     return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
 
 
-def run_summary(study: Study, model_name: str, job_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Inputs:
+    jobs: list[Path]  # the job folders of one model (their tables, env.json, metrics.json)
+
+
+def run(study: Study, inputs: Inputs, out: str | Path) -> dict[str, Any]:
     """Figures over every job of a model (`figures/*.png`), and a flat metrics.json keyed
-    `<dtype>.<attention>.threads<k>.<key>`."""
+    `<dtype>.<attention>.threads<k>.<key>`; returns the metrics."""
     from nextlab.nondeterminism.figures import draw_all
 
+    job_dirs = inputs.jobs
     tables = read_jobs(job_dirs)
     flat: dict[str, Any] = {}
     for folder in job_dirs:
@@ -44,7 +51,7 @@ def run_summary(study: Study, model_name: str, job_dirs: list[str | Path], out_d
         metrics = read_json(Path(folder) / "metrics.json")
         prefix = f"{env['dtype']}.{env['attention']}.threads{env['threads']}"
         flat.update({f"{prefix}.{k}": v for k, v in metrics.items()})
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     draw_all(tables, out / "figures")
     write_json(out / "metrics.json", flat)

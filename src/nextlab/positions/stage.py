@@ -1,6 +1,7 @@
 """The positions stage: one job per model and variant, pretrained from scratch and probed.
 
-Job outputs in `out_dir` (results/<study>/positions/<model>/<variant>/):
+One job is `run(study, Inputs(tokens, data), out, model=name, variant=name)`. Outputs in `out`
+(results/<study>/positions/<model>/<variant>/):
 
 | file | content |
 |---|---|
@@ -22,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +65,24 @@ def variant_metrics(recall: pd.DataFrame, order: pd.DataFrame) -> dict[str, floa
     return out
 
 
-def run_job(study: Study, model_name: str, variant: str, tokens_dir: str | Path, data_dir: str | Path,
-            out_dir: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Inputs:
+    """The folders a positions job reads."""
+
+    tokens: Path  # the tokenize stage's folder
+    data: Path  # the data stage's folder (the world, for the probes)
+
+
+def run(study: Study, inputs: Inputs, out: str | Path, *, model: str, variant: str) -> dict[str, Any]:
+    """Pretrain `model` reshaped as `variant` from scratch and probe it; write the tables, ckpt.pt and
+    metrics.json into `out`; return the metrics."""
+    model_name = model
     p = study.positions
     if variant not in VARIANTS:
         raise NextlabError(f"positions variant {variant!r} is not one of {list(VARIANTS)}")
     if not study.data.synthetic:
         raise NextlabError("the positions stage needs the synthetic world (data.user_corpus.mode is 'replace')")
-    data_dir, tokens_dir, out = Path(data_dir), Path(tokens_dir), Path(out_dir)
+    data_dir, tokens_dir, out = Path(inputs.data), Path(inputs.tokens), Path(out)
     world_path = require_file(data_dir / "world.json", "world")
     world = World.load(world_path)
     if not world.relations:
@@ -86,7 +98,7 @@ def run_job(study: Study, model_name: str, variant: str, tokens_dir: str | Path,
     related = {pid for r in world.relations for pid in (r["mentor"], r["mentee"])}
     controls = control_pairs([q.person_id for q in world.people if q.seen], related, study.seed)
 
-    device = dev.resolve_device(study.train.device)
+    device = dev.resolve_device(study.device)
     dev.setup_device(device)
     start = time.perf_counter()
     state = new_state(config, params, study.seed, device)
@@ -109,7 +121,7 @@ def run_job(study: Study, model_name: str, variant: str, tokens_dir: str | Path,
     for name, table in (("recall", recall), ("order", order), ("curve", curve)):
         with atomic_path(out / f"{name}.parquet") as tmp:
             table.assign(model=model_name, variant=variant).to_parquet(tmp, index=False)
-    final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash,
+    final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash, device=study.device,
                      extra={"model_name": model_name, "variant": variant, "metrics": metrics})
     write_json(out / "metrics.json", metrics)
     write_json(out / "timing.json", {"train_seconds": train_seconds, "probe_seconds": probe_seconds,

@@ -67,27 +67,33 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from nextlab.config.posttrain import PosttrainParams
 from nextlab.generate import EOS_ID, PAD_ID
 from nextlab.posttrain.onpolicy import mismatch, sample, trainer_logits
 
 RewardFn = Callable[[int, list[int]], tuple[float, str]]
 
 
+_PT = PosttrainParams()  # the schema's defaults: one source for them
+
+
 @dataclass(frozen=True)
 class PGConfig:
-    group_size: int = 6
-    temperature: float = 0.7
-    lr: float = 3e-4
-    kl_coef: float = 0.05
-    grad_clip: float = 1.0
-    max_new_tokens: int = 16
-    advantage: str = "group"  # or "vs_abstain", "factored" (see the module doc)
+    """One policy-gradient step's settings; unset fields take params `posttrain:`'s defaults. The
+    learning rate is the optimizer's, which the caller builds."""
+
+    group_size: int = _PT.group_size
+    temperature: float = _PT.temperature
+    kl_coef: float = _PT.kl_coef
+    grad_clip: float = _PT.grad_clip
+    max_new_tokens: int = _PT.max_answer_tokens
+    advantage: str = _PT.advantage  # or "vs_abstain", "factored" (see the module doc)
     abstain_reward: float = 0.0  # the reward of "I don't know", the vs_abstain and factored baseline
     abstain_token: int | None = None  # the first token of "I don't know" (the factored step needs it)
     reward_range: float = 1.0  # best minus worst reward of the scheme (the factored step's scale)
     eos_id: int = EOS_ID
     pad_id: int = PAD_ID
-    batch_invariant: bool = False  # sampler and trainer through the batch-invariant kernels (onpolicy.py)
+    batch_invariant: bool = _PT.batch_invariant  # sampler and trainer through the batch-invariant kernels (onpolicy.py)
 
 
 def group_advantages(rewards: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""The tokenize stage as a function of files in, files out."""
+"""The tokenize stage as a function of files in, files out: `run(study, Inputs(corpus), out)`."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,15 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
 
 
-def run_tokenize(study: Study, corpus_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Train the BPE on corpus/train.jsonl; write tokenizer.json, train.npy, val.npy, stats.json."""
-    corpus_dir, out = Path(corpus_dir), Path(out_dir)
+@dataclass(frozen=True)
+class Inputs:
+    corpus: Path  # the data stage's corpus folder: train.jsonl, val.jsonl
+
+
+def run(study: Study, inputs: Inputs, out: str | Path) -> dict[str, Any]:
+    """Train the BPE on corpus/train.jsonl; write tokenizer.json, train.npy, val.npy, stats.json;
+    return the stats."""
+    corpus_dir, out = Path(inputs.corpus), Path(out)
     train_texts = _texts(corpus_dir / "train.jsonl")
     val_path = corpus_dir / "val.jsonl"
     val_texts = _texts(val_path) if val_path.exists() and val_path.stat().st_size else []

@@ -41,9 +41,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     available = torch.cuda.is_available()
     if name == "cuda" and not available:
-        raise NextlabError("train.device: 'cuda' was asked for but no CUDA device is available")
+        raise NextlabError("device: 'cuda' was asked for but no CUDA device is available")
     if name not in ("auto", "cuda"):
-        raise NextlabError(f"train.device: got {name!r}; allowed: auto, cpu, cuda")
+        raise NextlabError(f"device: got {name!r}; allowed: auto, cpu, cuda")
     return torch.device("cuda") if available else torch.device("cpu")
 
 

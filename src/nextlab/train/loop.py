@@ -323,11 +323,13 @@ def train(
 
 
 def final_checkpoint(state: TrainState, path: Path, params: TrainParams, seed: int, tokenizer_hash: str,
-                     extra: dict[str, Any] | None = None) -> None:
+                     extra: dict[str, Any] | None = None, device: str | None = None) -> None:
     """The finished model. Unlike `last.pt` it holds no timings, so the same params and seed give
-    the same bytes on the same machine."""
+    the same bytes on the same machine. `device`: the params' device setting, recorded beside the
+    train params it was run with."""
+    run = {"seed": seed} | ({"device": device} if device is not None else {})
     save_checkpoint(
         path, unwrap(state.model), tokenizer_hash=tokenizer_hash, step=state.step, optimizer=state.optimizer,
-        rng=state.rng_state(), train_config=params.model_dump(mode="json") | {"seed": seed},
+        rng=state.rng_state(), train_config=params.model_dump(mode="json") | run,
         extra={"tokens": state.tokens, **(extra or {})},
     )

@@ -1,4 +1,5 @@
-"""The train stage as a function of files in, files out.
+"""The train stage as a function of files in, files out: `run(study, Inputs(tokens, data), out,
+model=name)`.
 
 In: the tokenize stage's folder (`tokenizer.json`, `train.npy`, `val.npy`, `stats.json`) and,
 for the fact probes, the data stage's folder (`world.json`, `corpus/val.jsonl`, `qa.parquet`).
@@ -51,6 +52,14 @@ def tokenizer_hash(tokens_dir: Path) -> str:
         if value:
             return str(value)
     return sha256_file(require_file(tokens_dir / "tokenizer.json", "tokenizer"))[:16]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The folders the stage reads."""
+
+    tokens: Path  # the tokenize stage's folder
+    data: Path | None = None  # the data stage's folder, for the fact probes; None skips them
 
 
 @dataclass
@@ -120,17 +129,18 @@ def write_curve(path: Path, curve: list[dict[str, Any]], columns: tuple[str, ...
             writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
 
 
-def run_train(
+def run(
     study: Study,
-    model_name: str,
-    tokens_dir: str | Path,
-    out_dir: str | Path,
-    data_dir: str | Path | None = None,
+    inputs: Inputs,
+    out: str | Path,
+    *,
+    model: str,
     fresh: bool = False,
     progress: bool | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train `study.models[model_name]`; write the stage's files into `out_dir`; return metrics.
+    """Train `study.models[model]`; write the stage's files into `out`; return the metrics it wrote
+    to metrics.json (on a data-parallel run's other ranks, which write nothing: steps and loss).
 
     `metrics.json` holds what the run computed (the same numbers every run with the same params
     and seed); `timing.json` and `timing.csv` hold how fast it went, which differs run to run.
@@ -142,9 +152,10 @@ def run_train(
     params = study.train
     ranks = distributed.Ranks.from_env()
     ranks.check_batch(params.batch_size)
-    tokens_dir, out = Path(tokens_dir), Path(out_dir)
-    inputs = load_inputs(study, model_name, tokens_dir, Path(data_dir) if data_dir is not None else None)
-    device = distributed.init(ranks, dev.resolve_device(params.device))
+    model_name, tokens_dir, out = model, Path(inputs.tokens), Path(out)
+    data_dir = Path(inputs.data) if inputs.data is not None else None
+    loaded = load_inputs(study, model_name, tokens_dir, data_dir)
+    device = distributed.init(ranks, dev.resolve_device(study.device))
     dev.setup_device(device)
     last = out / "last.pt"
 
@@ -158,15 +169,15 @@ def run_train(
     if last.exists():
         ckpt = read_checkpoint(last)
         try:
-            check_compatible(ckpt, last, tokenizer_hash=inputs.tokenizer_hash,
-                             model_config=inputs.config.to_dict(),
+            check_compatible(ckpt, last, tokenizer_hash=loaded.tokenizer_hash,
+                             model_config=loaded.config.to_dict(),
                              train_config=trajectory_config(params, study.seed))
         except NextlabError as err:
             raise NextlabError(f"{err}. Delete it or pass --fresh to start over") from None
         state = resume_state(ckpt, params, device)
         log.info("resuming %s from %s at step %d", model_name, last, state.step)
     else:
-        state = new_state(inputs.config, params, study.seed, device)
+        state = new_state(loaded.config, params, study.seed, device)
     peak = dev.peak_flops(device, params.cpu_peak_flops)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -176,11 +187,11 @@ def run_train(
             on_step(row)
     dev.reset_peak_memory(device)
     outcome = train(
-        state, inputs.train, inputs.val, params, checkpoint_path=last,
-        tokenizer_hash=inputs.tokenizer_hash, seed=study.seed,
+        state, loaded.train, loaded.val, params, checkpoint_path=last,
+        tokenizer_hash=loaded.tokenizer_hash, seed=study.seed,
         compile_model=params.compile, peak_flops=peak, on_step=on_step, progress=progress, ranks=ranks,
     )
-    model = state.model
+    gpt = state.model
     if not ranks.is_main:
         # Rank 0 holds the same weights and writes every file; the others are done.
         distributed.finish(ranks)
@@ -189,8 +200,8 @@ def run_train(
         "steps": outcome.step,
         "tokens": outcome.tokens,
         "train_loss": outcome.train_loss,
-        "params": model.num_params(),
-        "flops_per_token": model.flops_per_token(),
+        "params": gpt.num_params(),
+        "flops_per_token": gpt.flops_per_token(),
         "threads": torch.get_num_threads(),
         "processes": ranks.world_size,
     }
@@ -207,10 +218,10 @@ def run_train(
         timing["mfu"] = outcome.mfu
         timing["peak_flops"] = peak
 
-    if inputs.probe is not None:
+    if loaded.probe is not None:
         probe_start = time.perf_counter()
-        bio = bio_fact_rows(model, inputs.tokenizer, inputs.probe["docs"], inputs.probe["mentions"])
-        qa = qa_rows(model, inputs.tokenizer, inputs.probe["qa"])
+        bio = bio_fact_rows(gpt, loaded.tokenizer, loaded.probe["docs"], loaded.probe["mentions"])
+        qa = qa_rows(gpt, loaded.tokenizer, loaded.probe["qa"])
         table = by_mentions(bio, qa)
         with atomic_path(out / "facts.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.4f")
@@ -218,7 +229,7 @@ def run_train(
         timing["probe_seconds"] = time.perf_counter() - probe_start
         log.info("fact accuracy by mention count:\n%s", table.to_string(index=False))
 
-    final_checkpoint(state, out / "ckpt.pt", params, study.seed, inputs.tokenizer_hash,
+    final_checkpoint(state, out / "ckpt.pt", params, study.seed, loaded.tokenizer_hash, device=study.device,
                      extra={"model_name": model_name, "metrics": metrics})
     write_curve(out / "curve.csv", outcome.curve, CURVE_COLUMNS)
     write_curve(out / "timing.csv", outcome.curve, TIMING_COLUMNS)
@@ -228,8 +239,8 @@ def run_train(
     write_json(out / "timing.json", timing)
     write_json(out / "provenance.json", provenance(
         {"model": study.models[model_name].model_dump(mode="json"), "train": params.model_dump(mode="json")},
-        study.seed, inputs.data_hash) | {"tokenizer_hash": inputs.tokenizer_hash, "device": device.type})
+        study.seed, loaded.data_hash) | {"tokenizer_hash": loaded.tokenizer_hash, "device": device.type})
     if last.exists():
         last.unlink()
     distributed.finish(ranks)
-    return metrics | timing
+    return metrics
