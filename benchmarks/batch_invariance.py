@@ -93,9 +93,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     if args.ckpt:
-        from nextlab.train.checkpoint import load_checkpoint
+        from nextlab.model.checkpoint import load_model
 
-        model, _ = load_checkpoint(args.ckpt)
+        model, _ = load_model(args.ckpt)
     else:
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=1024, block_size=128, n_layer=4, n_head=4, d_model=128))

@@ -19,8 +19,8 @@ from nextlab.cli import main
 from nextlab.config import TrainParams, load_study
 from nextlab.errors import InputFileError
 from nextlab.model import GPTConfig
+from nextlab.model.checkpoint import load_model, read_checkpoint, save_checkpoint
 from nextlab.train.batches import TokenData
-from nextlab.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from nextlab.train.loop import new_state, train
 
 from conftest import ROOT, tool_env
@@ -94,7 +94,7 @@ def test_train_stage_writes_its_files(tmp_path, smoke_inputs):
     assert per_step[0] == "step,tokens_per_s" and len(per_step) == 1 + 13
     facts = (out / "facts.csv").read_text().splitlines()
     assert facts[0] == "mentions,bio_facts,bio_acc,qa_questions,qa_acc" and len(facts) == 3
-    model, ckpt = load_checkpoint(out / "ckpt.pt", "cpu")
+    model, ckpt = load_model(out / "ckpt.pt", "cpu")
     assert ckpt["step"] == 12 and not model.training
     assert ckpt["tokenizer_hash"] == json.loads((smoke_inputs / "tokenizer" / "stats.json").read_text())["tokenizer_hash"]
 
@@ -160,7 +160,7 @@ def test_bad_resume_checkpoints_are_refused(tmp_path, smoke_inputs, capsys):
     params = write_params(tmp_path / "p.yaml")
     out = tmp_path / "out"
     assert main(train_args(params, smoke_inputs, out)) == 0
-    model, ckpt = load_checkpoint(out / "ckpt.pt")
+    model, ckpt = load_model(out / "ckpt.pt")
     last = out / "last.pt"
 
     # from another tokenizer

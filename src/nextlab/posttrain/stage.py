@@ -40,7 +40,9 @@ from nextlab.data.world import IDK, World
 from nextlab.errors import NextlabError
 from nextlab.generate import EOS_ID, generate
 from nextlab.io import atomic_path, json_safe, write_json
-from nextlab.model import GPT, GPTConfig
+from nextlab.model import GPT
+from nextlab.model.checkpoint import model_from_checkpoint, save_checkpoint
+from nextlab.model.device import resolve_device
 from nextlab.posttrain.decision import (
     belief_targets,
     decision_examples,
@@ -58,8 +60,6 @@ from nextlab.qa.codec import QACodec, answer_end, graded
 from nextlab.qa.grading import is_abstention
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
 from nextlab.tokenizer.bpe import CONFIDENCE_ID
-from nextlab.train.checkpoint import save_checkpoint
-from nextlab.train.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,6 @@ COLLAPSE_ABSTAIN_RATE = 0.95
 FINAL_WINDOW = 5  # steps averaged for the final figures of a run
 
 
-def _model_from(ckpt: dict[str, Any], device: torch.device) -> GPT:
-    model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()
-
-
 def _start_from(study: Study, model_name: str, ckpt_path: str | Path, tokenizer_dir: str | Path,
                 stage: str) -> tuple[dict[str, Any], Any, str, QACodec, GPT, torch.device]:
     """The checkpoint a job starts from, checked against the study and tokenizer, as a model on
@@ -82,7 +76,7 @@ def _start_from(study: Study, model_name: str, ckpt_path: str | Path, tokenizer_
     tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
     ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=stage)
     device = resolve_device(study.train.device)
-    return ckpt, tok, tok_hash, QACodec(tok), _model_from(ckpt, device), device
+    return ckpt, tok, tok_hash, QACodec(tok), model_from_checkpoint(ckpt, device), device
 
 
 def _write_finetuned(out_dir: str | Path, model: GPT, tok_hash: str, steps: int, params: Any, seed: int,

@@ -29,11 +29,11 @@ from torch.nn import functional as F
 from nextlab.config import TrainParams
 from nextlab.errors import NextlabError
 from nextlab.model import GPT, GPTConfig
+from nextlab.model import device as dev
+from nextlab.model.checkpoint import model_from_checkpoint, save_checkpoint, unwrap
 from nextlab.progress import bar as progress_bar
-from nextlab.train import device as dev
 from nextlab.train import distributed
 from nextlab.train.batches import TokenData
-from nextlab.train.checkpoint import save_checkpoint, unwrap
 from nextlab.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,7 @@ def new_state(config: GPTConfig, params: TrainParams, seed: int, device: torch.d
 
 def resume_state(ckpt: dict[str, Any], params: TrainParams, device: torch.device) -> TrainState:
     """The state a checkpoint written by `train` holds."""
-    model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    model.to(device)
+    model = model_from_checkpoint(ckpt, device)
     optimizer = make_optimizer(model, params, device)
     optimizer.load_state_dict(ckpt["optimizer"])
     state = TrainState(model=model, optimizer=optimizer, data_generator=torch.Generator(), device=device,
