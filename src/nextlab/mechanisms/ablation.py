@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from nextlab.generate import PAD_ID
 from nextlab.model import GPT, GPTConfig  # noqa: F401  (the docstring's example)
@@ -150,9 +149,7 @@ def measure(model: GPT, facts: Facts, batch_size: int = 64) -> Measured:
         idx = facts.idx[start : start + batch_size].to(device)
         logits = model(idx).float()
         predicted = logits.argmax(-1).cpu()
-        targets = idx[:, 1:]
-        ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), targets.reshape(-1),
-                             reduction="none").view(targets.shape).cpu()
+        ce = model.loss(logits[:, :-1], idx[:, 1:], reduction="none").cpu()
         other = (facts.real[start : start + batch_size, 1:] & ~facts.value_token[start : start + batch_size, 1:])
         loss_sum[start : start + len(idx)] = (ce * other).sum(1).double().numpy()
         counts[start : start + len(idx)] = other.sum(1).numpy()

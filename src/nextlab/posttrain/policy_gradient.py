@@ -52,7 +52,7 @@ Worked example (the test suite's toy problem: answer token 7 is rewarded)::
 
     cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=0.0, max_new_tokens=1)
     reward_fn = lambda i, toks: (1.0, "correct") if toks[:1] == [7] else (0.0, "wrong")
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=0.03)
+    optimizer = policy.configure_optimizer(lr=0.03)
     for _ in range(40):
         log = pg_step(policy, ref, optimizer, [[0, 3], [0, 4]], reward_fn, cfg, generator)
     log["reward"]   # from ~1/16 to ~1

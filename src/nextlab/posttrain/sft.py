@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from nextlab.errors import NextlabError
 from nextlab.generate import PAD_ID
+from nextlab.model.gpt import GPT, IGNORE_INDEX
 from nextlab.progress import bar as progress_bar
 from nextlab.train.schedule import lr_at
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX  # label of a token that is context, not target
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,6 @@ def collate(examples: list[Example], pad_id: int = PAD_ID) -> tuple[torch.Tensor
     return idx, labels
 
 
-def answer_loss(model: torch.nn.Module, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens."""
-    logits = model(idx)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
-
-
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
     """Indices in shuffled epochs; a batch never repeats an example."""
     while True:
@@ -87,7 +81,7 @@ def _weighted_batches(weights: Sequence[float], batch_size: int, generator: torc
 
 
 def finetune(
-    model: torch.nn.Module,
+    model: GPT,
     examples: list[Example],
     cfg: SFTConfig,
     generator: torch.Generator,
@@ -107,12 +101,7 @@ def finetune(
     if longest > block:
         raise NextlabError(f"a fine-tuning example of {longest} tokens does not fit block_size={block}")
     device = next(model.parameters()).device
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
-    )
+    optimizer = model.configure_optimizer(cfg.lr, cfg.weight_decay, betas=(0.9, 0.95))
     batches = (_batches(len(examples), cfg.batch_size, generator) if weights is None
                else _weighted_batches(weights, cfg.batch_size, generator))
     curve: list[dict[str, Any]] = []
@@ -123,7 +112,7 @@ def finetune(
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx, labels = collate([examples[i] for i in next(batches)])
-        loss = answer_loss(model, idx.to(device), labels.to(device))
+        loss = model(idx.to(device), labels.to(device))  # mean cross-entropy over answer tokens
         if not math.isfinite(loss.item()):
             raise NextlabError(f"fine-tuning diverged: loss {loss.item()} at step {step + 1}; lower the lr ({cfg.lr})")
         optimizer.zero_grad(set_to_none=True)
@@ -142,16 +131,14 @@ def finetune(
 
 
 @torch.no_grad()
-def mean_answer_loss(model: torch.nn.Module, examples: list[Example], batch_size: int = 64) -> float:
+def mean_answer_loss(model: GPT, examples: list[Example], batch_size: int = 64) -> float:
     """Cross-entropy per answer token over all `examples` (no training)."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
     model.eval()
     for start in range(0, len(examples), batch_size):
         idx, labels = collate(examples[start : start + batch_size])
-        logits = model(idx.to(device)).float()
         labels = labels.to(device)
-        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                 ignore_index=IGNORE, reduction="sum").item()
+        total += model.loss(model(idx.to(device)), labels, reduction="sum").item()
         count += int((labels != IGNORE).sum())
     return total / max(count, 1)

@@ -283,7 +283,7 @@ def run_posttrain(
                    grad_clip=p.grad_clip, max_new_tokens=p.max_answer_tokens, advantage=p.advantage,
                    abstain_reward=reward(scheme, "abstain", 0.0), abstain_token=codec.answer_body(IDK)[0],
                    reward_range=reward_range(scheme), batch_invariant=p.batch_invariant)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    optimizer = policy.configure_optimizer(p.lr, weight_decay=0.0, betas=(0.9, 0.95))
     generator = torch.Generator(device=device).manual_seed(seed)
     steps: list[dict[str, Any]] = []
     bar = progress_bar(p.steps, "step", f"post-training {scheme.name}")
