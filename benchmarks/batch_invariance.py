@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nextlab.generate import generate, left_pad  # noqa: E402
+from nextlab.generate import generate, pad  # noqa: E402
 from nextlab.model import GPT, GPTConfig  # noqa: E402
 from nextlab.nondeterminism import BatchInvariantGPT  # noqa: E402
 from nextlab.nondeterminism.env import fingerprint  # noqa: E402
@@ -61,7 +61,7 @@ def best(fn, repeats: int) -> float:
 @torch.no_grad()
 def step_times(model, prompts: list[list[int]], repeats: int) -> tuple[float, float]:
     """ms of one prefill of the batch, and of one decode step after it."""
-    idx, mask = left_pad(prompts)
+    idx, mask = pad(prompts, left=True)
     prefill = best(lambda: model(idx, attention_mask=mask, use_cache=True), repeats)
     logits, past = model(idx, attention_mask=mask, use_cache=True)
     token = logits[:, -1].argmax(-1, keepdim=True)

@@ -27,6 +27,7 @@ The caller picks precision: wrap calls in `torch.autocast` for bf16 on a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,17 +61,29 @@ class Generation:
         return float(sum(self.logprobs[i]))
 
 
-def left_pad(
-    seqs: list[list[int]], pad_id: int = PAD_ID, device: torch.device | str = "cpu"
+def pad(
+    seqs: Sequence[Sequence[int]], pad_id: int = PAD_ID, *, left: bool = False, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids (B, T_max) left-padded with `pad_id`, and the mask (B, T_max), 1 = real token."""
-    width = max(len(s) for s in seqs)
+    """Token id lists as one batch: ids (B, longest) padded with `pad_id` on the right (`left`: on
+    the left), and the mask (B, longest), 1 at real tokens, both long and on `device`.
+
+    Right padding suits teacher forcing (a causal model's real tokens never see the padding after
+    them); left padding suits decoding (every row's next token goes in the same column).
+
+    >>> idx, mask = pad([[5, 6, 7], [8]], pad_id=2)
+    >>> idx.tolist(), mask.tolist()
+    ([[5, 6, 7], [8, 2, 2]], [[1, 1, 1], [1, 0, 0]])
+    >>> pad([[5, 6, 7], [8]], pad_id=2, left=True)[0].tolist()
+    [[5, 6, 7], [2, 2, 8]]
+    """
+    width = max((len(s) for s in seqs), default=0)
     idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, seq in enumerate(seqs):
         if seq:
-            idx[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
+            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+            idx[row, cols] = torch.tensor(list(seq), dtype=torch.long)
+            mask[row, cols] = 1
     return idx.to(device), mask.to(device)
 
 
@@ -139,7 +152,7 @@ def generate(
     was_training = model.training
     model.eval()
     device = _model_device(model)
-    idx, mask = left_pad(prompts, pad_id, device)
+    idx, mask = pad(prompts, pad_id, left=True, device=device)
     B = idx.size(0)
     tokens: list[list[int]] = [[] for _ in range(B)]
     logprobs: list[list[float]] = [[] for _ in range(B)]
@@ -210,13 +223,9 @@ def token_logprobs(
         width = max(len(s) for s in inputs)
         if width > block_size:
             raise ValueError(f"a prompt plus continuation of {width + 1} tokens does not fit block_size={block_size}")
-        idx = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-        for row, seq in enumerate(inputs):
-            idx[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask = None
-        if not getattr(model.config, "causal", True):
-            mask = (torch.arange(width)[None, :] < torch.tensor([len(s) for s in inputs])[:, None]).long().to(device)
-        logp = F.log_softmax(model(idx.to(device), attention_mask=mask).float(), dim=-1)
+        idx, real = pad(inputs, pad_id, device=device)
+        mask = None if getattr(model.config, "causal", True) else real
+        logp = F.log_softmax(model(idx, attention_mask=mask).float(), dim=-1)
         for row, (p, c) in enumerate(pairs):
             if not c:
                 out.append([])

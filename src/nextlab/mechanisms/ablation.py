@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nextlab.generate import PAD_ID
+from nextlab.generate import PAD_ID, pad
 from nextlab.model import GPT, GPTConfig  # noqa: F401  (the docstring's example)
 from nextlab.tokenizer import BOS_ID
 
@@ -107,15 +107,12 @@ def build_facts(tokenizer: Any, docs: list[dict[str, Any]], mentions: dict[str, 
     bios = [d for d in docs if d.get("kind") == "bio" and d.get("spans") and d.get("person") in mentions]
     encodings = tokenizer.encode_batch([d["text"] for d in bios], add_special_tokens=False)
     seqs = [[BOS_ID, *enc.ids][:block_size] for enc in encodings]
-    width = max((len(s) for s in seqs), default=1)
     # Right padding: a causal model's real queries never read it.
-    idx = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
-    real = torch.zeros((len(seqs), width), dtype=torch.bool)
-    value_token = torch.zeros((len(seqs), width), dtype=torch.bool)
+    idx, real = pad(seqs, PAD_ID)
+    real = real.bool()
+    value_token = torch.zeros(idx.shape, dtype=torch.bool)
     doc_of, positions_of, mentions_of, attribute_of = [], [], [], []
     for r, (doc, enc, seq) in enumerate(zip(bios, encodings, seqs)):
-        idx[r, : len(seq)] = torch.tensor(seq)
-        real[r, : len(seq)] = True
         for attribute, a, b in doc["spans"]:
             positions = [p + 1 for p in value_token_positions(enc.offsets, a, b)]  # +1: the bos
             if not positions or positions[-1] >= len(seq):

@@ -44,6 +44,7 @@ from typing import Literal
 
 import torch
 
+from nextlab.generate import pad
 from nextlab.tokenizer import PAD_ID
 
 Side = Literal["none", "left", "right"]
@@ -70,13 +71,8 @@ def pad_batch(
     width = max(lengths)
     if side == "none" and min(lengths) != width:
         raise ValueError(f"padding 'none' needs sequences of one length, got lengths {sorted(set(lengths))}")
-    idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
-        idx[row, cols] = torch.tensor(list(seq), dtype=torch.long)
-        mask[row, cols] = 1
-    return idx.to(device), (None if side == "none" else mask.to(device))
+    idx, mask = pad(seqs, pad_id, left=side == "left", device=device)
+    return idx, (None if side == "none" else mask)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from nextlab.errors import NextlabError
-from nextlab.generate import PAD_ID
+from nextlab.generate import PAD_ID, pad
 from nextlab.model.gpt import GPT, IGNORE_INDEX
 from nextlab.progress import bar as progress_bar
 from nextlab.train.schedule import lr_at
@@ -49,14 +49,9 @@ def collate(examples: list[Example], pad_id: int = PAD_ID) -> tuple[torch.Tensor
     >>> idx.tolist(), labels.tolist()
     ([[0, 3, 9, 4, 20, 21]], [[-100, -100, -100, 20, 21, 1]])
     """
-    seqs = [e.prompt + e.target[:-1] for e in examples]
-    width = max(len(s) for s in seqs)
-    idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
-    for row, (e, seq) in enumerate(zip(examples, seqs)):
-        idx[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        start = len(e.prompt) - 1
-        labels[row, start : start + len(e.target)] = torch.tensor(e.target, dtype=torch.long)
+    idx, _ = pad([e.prompt + e.target[:-1] for e in examples], pad_id)
+    # The last prompt token predicts the first answer token; the rows have the same lengths as idx's.
+    labels, _ = pad([[IGNORE] * (len(e.prompt) - 1) + e.target for e in examples], IGNORE)
     return idx, labels
 
 
