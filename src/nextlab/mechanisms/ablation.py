@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nextlab.generate import PAD_ID, pad
+from nextlab.generate import pad
 from nextlab.model import GPT, GPTConfig  # noqa: F401  (the docstring's example)
 from nextlab.tokenizer import BOS_ID
 
@@ -108,7 +108,7 @@ def build_facts(tokenizer: Any, docs: list[dict[str, Any]], mentions: dict[str, 
     encodings = tokenizer.encode_batch([d["text"] for d in bios], add_special_tokens=False)
     seqs = [[BOS_ID, *enc.ids][:block_size] for enc in encodings]
     # Right padding: a causal model's real queries never read it.
-    idx, real = pad(seqs, PAD_ID)
+    idx, real = pad(seqs)
     real = real.bool()
     value_token = torch.zeros(idx.shape, dtype=torch.bool)
     doc_of, positions_of, mentions_of, attribute_of = [], [], [], []

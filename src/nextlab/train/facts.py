@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from nextlab.config.tokenizer import SPECIAL_TOKENS
-from nextlab.generate import PAD_ID, generate, pad
+from nextlab.generate import generate, pad
 
 BOS_ID = SPECIAL_TOKENS.index("<|bos|>")
 EOS_ID = SPECIAL_TOKENS.index("<|eos|>")
@@ -62,7 +62,7 @@ def bio_fact_rows(
         chunk = list(zip(bios[start : start + batch_size], encodings[start : start + batch_size]))
         seqs = [[BOS_ID, *enc.ids][:block] for _, enc in chunk]
         # Right padding needs no mask: a causal model never looks ahead at the padding.
-        idx, _ = pad(seqs, PAD_ID)
+        idx, _ = pad(seqs)
         predicted = model(idx.to(device)).argmax(-1).cpu()
         for r, (doc, enc) in enumerate(chunk):
             for attribute, a, b in doc["spans"]:
