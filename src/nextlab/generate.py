@@ -9,6 +9,10 @@ Two entry points:
 * `score` / `token_logprobs` give the log-probability of given continuations after given prompts
   (teacher forcing, one batched forward pass), e.g. log P(answer | question) for evaluation.
 
+Beneath them, `pad` (token id lists -> one padded batch and its mask) and `Decoder` (prefill once,
+then one token per row per step through the KV cache) are the building blocks every decoding and
+teacher-forcing caller shares.
+
 Worked example (an untrained model, so the tokens are arbitrary)::
 
     >>> from nextlab.model import GPT, GPTConfig
@@ -87,6 +91,39 @@ def pad(
     return idx.to(device), mask.to(device)
 
 
+class Decoder:
+    """A batch decoded token by token: the prompts are prefilled once (`logits`, (B, T, vocab)),
+    then every `step` feeds one token per row through the KV cache and returns the logits
+    (B, vocab) that predict the next one. The attention mask grows by a column per step: 1 where a
+    row's token is real, 0 where the row is done and fed padding. With no mask (every row real,
+    all of one length) none is kept. `use_cache=False` recomputes the whole batch every step, to
+    check the cache against.
+
+    The one decoding core of `generate`, on-policy sampling and the nondeterminism study's
+    `decode_batch`; what each feeds (sampled, greedy or forced tokens) is theirs.
+    """
+
+    def __init__(self, model: torch.nn.Module, idx: torch.Tensor, mask: torch.Tensor | None, use_cache: bool = True):
+        self.model, self.idx, self.mask, self.use_cache = model, idx, mask, use_cache
+        self.past = None
+        if use_cache:
+            self.logits, self.past = model(idx, attention_mask=mask, use_cache=True)
+        else:
+            self.logits = model(idx, attention_mask=mask)
+
+    def step(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Feed `tokens` (B,); `real` (B,) bool marks the rows whose token is not padding."""
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, real.long()[:, None]], dim=1)
+        if self.use_cache:
+            logits, self.past = self.model(tokens[:, None], attention_mask=self.mask, past_kv=self.past,
+                                           use_cache=True)
+        else:
+            self.idx = torch.cat([self.idx, tokens[:, None]], dim=1)
+            logits = self.model(self.idx, attention_mask=self.mask)
+        return logits[:, -1]
+
+
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     """Set logits outside the top-k and outside the top-p nucleus to -inf (rows are independent).
 
@@ -157,14 +194,10 @@ def generate(
     tokens: list[list[int]] = [[] for _ in range(B)]
     logprobs: list[list[float]] = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    past = None
-    step_input = idx
-    for _ in range(max_new_tokens):
-        if use_cache:
-            logits, past = model(step_input, attention_mask=mask, past_kv=past, use_cache=True)
-        else:
-            logits = model(idx, attention_mask=mask)
-        logits = logits[:, -1, :].float()
+    decoder = Decoder(model, idx, mask, use_cache) if max_new_tokens > 0 else None
+    last = decoder.logits[:, -1] if decoder is not None else None
+    for step in range(max_new_tokens):
+        logits = last.float()
         logp = F.log_softmax(logits, dim=-1)
         if temperature == 0:
             next_tok = logits.argmax(dim=-1)
@@ -179,13 +212,12 @@ def generate(
                 tokens[row].append(t)
                 logprobs[row].append(lp)
         # The token just chosen is real for rows that were still running, padding for the rest.
-        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+        real = ~done
         if eos_id is not None:
             done = done | (next_tok == eos_id)
-        step_input = next_tok[:, None]
-        idx = torch.cat([idx, step_input], dim=1)
-        if bool(done.all()):
+        if bool(done.all()) or step + 1 == max_new_tokens:
             break
+        last = decoder.step(next_tok, real)
     model.train(was_training)
     finished = [bool(toks) and eos_id is not None and toks[-1] == eos_id for toks in tokens]
     return Generation(tokens, logprobs, finished)

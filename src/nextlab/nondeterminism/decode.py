@@ -44,7 +44,7 @@ from typing import Literal
 
 import torch
 
-from nextlab.generate import pad
+from nextlab.generate import Decoder, pad
 from nextlab.tokenizer import PAD_ID
 
 Side = Literal["none", "left", "right"]
@@ -208,8 +208,8 @@ def decode_batch(
     done = [limit == 0 for limit in limits]
     contexts = [list(p) for p in prompts]  # each row's real tokens, for a restart
 
-    logits, past = model(idx, attention_mask=mask, use_cache=True)
-    last = logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
+    decoder = Decoder(model, idx, mask)
+    last = decoder.logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
     for step in range(max(limits, default=0)):
         greedy = last.argmax(dim=-1).tolist()
         was_done = list(done)
@@ -233,16 +233,12 @@ def decode_batch(
         if window is not None and (step + 1) % window.every == 0:
             idx, mask = pad_batch([c[-window.keep :] for c in contexts], side, device)
             dense = mask is None
-            logits, past = model(idx, attention_mask=mask, use_cache=True)
-            last = logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
+            decoder = Decoder(model, idx, mask)
+            last = decoder.logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
             continue
-        step_input = torch.tensor(chosen, dtype=torch.long, device=device)[:, None]
-        if not dense:
-            # As in nextlab.generate: a token is real for rows that were running at this step.
-            fed = torch.tensor([0 if d else 1 for d in was_done], dtype=torch.long, device=device)
-            mask = torch.cat([mask, fed[:, None]], dim=1)
-        logits, past = model(step_input, attention_mask=mask, past_kv=past, use_cache=True)
-        last = logits[:, -1]
+        # As in nextlab.generate: a token is real for rows that were running at this step.
+        real = torch.tensor([not d for d in was_done], dtype=torch.bool, device=device)
+        last = decoder.step(torch.tensor(chosen, dtype=torch.long, device=device), real)
     vocab = last.size(-1)
     results = []
     for row in range(B):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from nextlab.generate import EOS_ID, PAD_ID, pad
+from nextlab.generate import EOS_ID, PAD_ID, Decoder, pad
 
 
 @dataclass
@@ -66,10 +66,10 @@ def sample(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int
     tokens: list[list[int]] = [[] for _ in range(B)]
     kept: list[torch.Tensor] = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    past, step_input = None, idx
+    decoder = Decoder(policy, idx, mask) if max_new_tokens > 0 else None
+    last = decoder.logits[:, -1] if decoder is not None else None
     for position in range(max_new_tokens):
-        logits, past = policy(step_input, attention_mask=mask, past_kv=past, use_cache=True)
-        logits = logits[:, -1, :].float()
+        logits = last.float()
         kept.append(logits)
         if position == 0 and banned_first is not None:
             logits = logits.index_fill(1, torch.tensor([banned_first], device=device), float("-inf"))
@@ -79,12 +79,12 @@ def sample(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int
         for row, (t, d) in enumerate(zip(next_tok.tolist(), done.tolist())):
             if not d:
                 tokens[row].append(t)
-        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+        real = ~done
         if eos_id is not None:
             done = done | (next_tok == eos_id)
-        step_input = next_tok[:, None]
-        if bool(done.all()):
+        if bool(done.all()) or position + 1 == max_new_tokens:
             break
+        last = decoder.step(next_tok, real)
     model.train(was_training)
     L = max(1, max(len(t) for t in tokens))
     stacked = torch.stack(kept, dim=1) if kept else torch.zeros(B, 0, model.config.vocab_size, device=device)
