@@ -263,7 +263,9 @@ def train(
             x, y = train_data.batch(params.batch_size, config.block_size, state.data_generator)
             x, y = dev.to_device(ranks.shard(x), device), dev.to_device(ranks.shard(y), device)
             with dev.autocast(device):
-                loss = model(x, y) / params.grad_accum
+                # The loss outside the wrapped model: torch.compile (CUDA) then compiles the same
+                # graph as ever, and its fused kernels cannot change the loss's bits.
+                loss = raw.loss(model(x), y) / params.grad_accum
             loss.backward()
             step_loss += loss.detach().double()  # as float64: the sum a Python float would make
         # The logged loss is the whole global batch's (equal shards: the mean of the ranks' means).
