@@ -37,10 +37,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from nextlab.config.tokenizer import SPECIAL_TOKENS
+from nextlab.tokenizer import EOS_ID, PAD_ID
 
-EOS_ID = SPECIAL_TOKENS.index("<|eos|>")
-PAD_ID = SPECIAL_TOKENS.index("<|pad|>")
+__all__ = ["EOS_ID", "PAD_ID", "Decoder", "Generation", "filter_logits", "generate", "pad", "score", "token_logprobs"]
 
 
 @dataclass
