@@ -91,24 +91,30 @@ def pad(
 
 
 class Decoder:
-    """A batch decoded token by token: the prompts are prefilled once (`logits`, (B, T, vocab)),
-    then every `step` feeds one token per row through the KV cache and returns the logits
-    (B, vocab) that predict the next one. The attention mask grows by a column per step: 1 where a
-    row's token is real, 0 where the row is done and fed padding. With no mask (every row real,
-    all of one length) none is kept. `use_cache=False` recomputes the whole batch every step, to
-    check the cache against.
+    """A batch decoded token by token: `prefill` runs the prompts once and returns their logits
+    (B, T, vocab); then every `step` feeds one token per row through the KV cache and returns the
+    logits (B, vocab) that predict the next one. The attention mask grows by a column per step: 1
+    where a row's token is real, 0 where the row is done and fed padding. With no mask (every row
+    real, all of one length) none is kept. `use_cache=False` recomputes the whole batch every
+    step, to check the cache against.
 
     The one decoding core of `generate`, on-policy sampling and the nondeterminism study's
     `decode_batch`; what each feeds (sampled, greedy or forced tokens) is theirs.
     """
 
-    def __init__(self, model: torch.nn.Module, idx: torch.Tensor, mask: torch.Tensor | None, use_cache: bool = True):
-        self.model, self.idx, self.mask, self.use_cache = model, idx, mask, use_cache
+    def __init__(self, model: torch.nn.Module, use_cache: bool = True):
+        self.model, self.use_cache = model, use_cache
+        self.idx: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None
         self.past = None
-        if use_cache:
-            self.logits, self.past = model(idx, attention_mask=mask, use_cache=True)
-        else:
-            self.logits = model(idx, attention_mask=mask)
+
+    def prefill(self, idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Start over from the prompts `idx` (B, T) with their `mask` (None: all real)."""
+        self.idx, self.mask = idx, mask
+        if not self.use_cache:
+            return self.model(idx, attention_mask=mask)
+        logits, self.past = self.model(idx, attention_mask=mask, use_cache=True)
+        return logits
 
     def step(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Feed `tokens` (B,); `real` (B,) bool marks the rows whose token is not padding."""
@@ -193,8 +199,8 @@ def generate(
     tokens: list[list[int]] = [[] for _ in range(B)]
     logprobs: list[list[float]] = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    decoder = Decoder(model, idx, mask, use_cache) if max_new_tokens > 0 else None
-    last = decoder.logits[:, -1] if decoder is not None else None
+    decoder = Decoder(model, use_cache)
+    last = decoder.prefill(idx, mask)[:, -1] if max_new_tokens > 0 else None
     for step in range(max_new_tokens):
         logits = last.float()
         logp = F.log_softmax(logits, dim=-1)

@@ -208,8 +208,8 @@ def decode_batch(
     done = [limit == 0 for limit in limits]
     contexts = [list(p) for p in prompts]  # each row's real tokens, for a restart
 
-    decoder = Decoder(model, idx, mask)
-    last = decoder.logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
+    decoder = Decoder(model)
+    last = decoder.prefill(idx, mask)[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
     for step in range(max(limits, default=0)):
         greedy = last.argmax(dim=-1).tolist()
         was_done = list(done)
@@ -233,8 +233,7 @@ def decode_batch(
         if window is not None and (step + 1) % window.every == 0:
             idx, mask = pad_batch([c[-window.keep :] for c in contexts], side, device)
             dense = mask is None
-            decoder = Decoder(model, idx, mask)
-            last = decoder.logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
+            last = decoder.prefill(idx, mask)[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
             continue
         # As in nextlab.generate: a token is real for rows that were running at this step.
         real = torch.tensor([not d for d in was_done], dtype=torch.bool, device=device)

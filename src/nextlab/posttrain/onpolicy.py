@@ -66,8 +66,8 @@ def sample(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int
     tokens: list[list[int]] = [[] for _ in range(B)]
     kept: list[torch.Tensor] = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    decoder = Decoder(policy, idx, mask) if max_new_tokens > 0 else None
-    last = decoder.logits[:, -1] if decoder is not None else None
+    decoder = Decoder(policy)
+    last = decoder.prefill(idx, mask)[:, -1] if max_new_tokens > 0 else None
     for position in range(max_new_tokens):
         logits = last.float()
         kept.append(logits)
