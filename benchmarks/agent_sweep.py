@@ -47,10 +47,10 @@ def main() -> None:
     from nextlab.agent.tools import lookup_records
     from nextlab.config import load_study
     from nextlab.data.world import World
+    from nextlab.model.checkpoint import load_model
     from nextlab.qa.codec import QACodec
     from nextlab.qa.inputs import read_qa
     from nextlab.tokenizer import load_tokenizer
-    from nextlab.train.checkpoint import load_checkpoint
 
     study = load_study(Path("params") / f"{args.study}.yaml")
     results = Path("results") / study.study
@@ -71,7 +71,7 @@ def main() -> None:
         p = study.agent.model_copy(update=SETTINGS[name])
         examples = training_examples(world, qa[qa["split"] == "finetune"], records, codec, tok, p.fresh_people,
                                      study.seed)
-        model, _ = load_checkpoint(sft, torch.device("cpu"))
+        model, _ = load_model(sft, torch.device("cpu"))
         start = time.perf_counter()
         direct, with_tool, _, _ = train_and_run(model, tok, codec, examples, records, calib, p, study.seed)
         seconds = time.perf_counter() - start

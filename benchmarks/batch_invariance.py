@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nextlab.generate import generate, left_pad  # noqa: E402
+from nextlab.generate import generate, pad  # noqa: E402
 from nextlab.model import GPT, GPTConfig  # noqa: E402
 from nextlab.nondeterminism import BatchInvariantGPT  # noqa: E402
 from nextlab.nondeterminism.env import fingerprint  # noqa: E402
@@ -61,7 +61,7 @@ def best(fn, repeats: int) -> float:
 @torch.no_grad()
 def step_times(model, prompts: list[list[int]], repeats: int) -> tuple[float, float]:
     """ms of one prefill of the batch, and of one decode step after it."""
-    idx, mask = left_pad(prompts)
+    idx, mask = pad(prompts, left=True)
     prefill = best(lambda: model(idx, attention_mask=mask, use_cache=True), repeats)
     logits, past = model(idx, attention_mask=mask, use_cache=True)
     token = logits[:, -1].argmax(-1, keepdim=True)
@@ -93,9 +93,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     if args.ckpt:
-        from nextlab.train.checkpoint import load_checkpoint
+        from nextlab.model.checkpoint import load_model
 
-        model, _ = load_checkpoint(args.ckpt)
+        model, _ = load_model(args.ckpt)
     else:
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=1024, block_size=128, n_layer=4, n_head=4, d_model=128))

@@ -32,11 +32,11 @@ import torch
 from nextlab.config import load_study
 from nextlab.evaluate.bootstrap import interval
 from nextlab.evaluate.summary import auroc_stat
+from nextlab.model.checkpoint import load_model
 from nextlab.qa.answers import greedy_answers
 from nextlab.qa.codec import QACodec
 from nextlab.qa.inputs import read_qa, require_split
 from nextlab.tokenizer import load_tokenizer
-from nextlab.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,8 +114,8 @@ def main() -> None:
     models = results / "models" / model_name
     ckpt = models / "sft_confidence" / "ckpt.pt"
     codec = QACodec(load_tokenizer(results / "tokenizer" / "tokenizer.json"))
-    model, _ = load_checkpoint(ckpt)
-    sft_model, _ = load_checkpoint(models / "sft" / "ckpt.pt")
+    model, _ = load_model(ckpt)
+    sft_model, _ = load_model(models / "sft" / "ckpt.pt")
     taught: dict[str, np.ndarray] = {}
     if args.accuracy_samples:
         import copy

@@ -45,6 +45,7 @@ from sklearn.metrics import roc_auc_score
 from nextlab.config import load_study
 from nextlab.data.world import IDK, World
 from nextlab.generate import EOS_ID as EOS
+from nextlab.model.checkpoint import load_model
 from nextlab.posttrain.onpolicy import sample
 from nextlab.qa.answers import candidate_columns
 from nextlab.qa.codec import QACodec, answer_end, graded
@@ -52,7 +53,6 @@ from nextlab.qa.inputs import read_qa, require_split
 from nextlab.qa.metrics import ece, threshold_policy, wrong_penalty
 from nextlab.tokenizer import load_tokenizer
 from nextlab.tokenizer.bpe import CONFIDENCE_ID
-from nextlab.train.checkpoint import load_checkpoint
 
 TARGETS = (0.5, 0.75, 0.9)
 OFFSETS = np.linspace(-12.0, 12.0, 481)
@@ -122,7 +122,7 @@ def main() -> None:
     qa = read_qa(qa_path)
     world = World.load(results / "data" / "world.json")
     codec = QACodec(load_tokenizer(results / "tokenizer" / "tokenizer.json"))
-    model, _ = load_checkpoint(results / "models" / model_name / "sft" / "ckpt.pt", torch.device("cpu"))
+    model, _ = load_model(results / "models" / model_name / "sft" / "ckpt.pt", torch.device("cpu"))
     split = {name: require_split(qa, name, qa_path).reset_index(drop=True) for name in ("rl", "calibration")}
     view = {name: first_token_view(model, codec, rows) for name, rows in split.items()}
     cand = {name: candidate_columns(model, codec, rows["question"].tolist(), rows["attribute"].tolist(),

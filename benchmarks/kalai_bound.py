@@ -32,8 +32,8 @@ def main() -> None:
     from nextlab.data.world import World
     from nextlab.evaluate.kalai import bound_summary, reliability_table, value_candidates
     from nextlab.io import read_json
+    from nextlab.model.checkpoint import load_model
     from nextlab.tokenizer import load_tokenizer
-    from nextlab.train.checkpoint import load_checkpoint
 
     results = Path("results") / args.study
     models = sorted(p.name for p in (results / "models").iterdir())
@@ -42,7 +42,7 @@ def main() -> None:
     docs = read_jsonl(results / "data" / "corpus" / "val.jsonl")
     stats = read_json(results / "data" / "stats.json")
     tok = load_tokenizer(results / "tokenizer" / "tokenizer.json")
-    model, _ = load_checkpoint(results / "models" / model_name / "pretrain" / "ckpt.pt", torch.device("cpu"))
+    model, _ = load_model(results / "models" / model_name / "pretrain" / "ckpt.pt", torch.device("cpu"))
     start = time.perf_counter()
     rows = value_candidates(model, tok, docs, {p.person_id: p.mentions for p in world.people}, world.vocabularies)
     s = bound_summary(rows, stats["singleton_rate"], args.bins, args.boot, args.seed)

@@ -121,11 +121,11 @@ def main() -> None:
     from nextlab.config.posttrain import parse_scheme
     from nextlab.data.world import World
     from nextlab.evaluate.tables import own_target
+    from nextlab.model.checkpoint import load_model
     from nextlab.posttrain import stage
     from nextlab.qa.codec import QACodec
     from nextlab.qa.inputs import read_qa
     from nextlab.tokenizer import load_tokenizer
-    from nextlab.train.checkpoint import load_checkpoint
 
     study = load_study(Path("params") / f"{args.study}.yaml")
     results = Path("results") / study.study
@@ -135,7 +135,7 @@ def main() -> None:
     world = World.load(data / "world.json")
     calib = read_qa(data / "qa.parquet").query("split == 'calibration'")
     codec = QACodec(load_tokenizer(tok_dir / "tokenizer.json"))
-    model, _ = load_checkpoint(sft, torch.device("cpu"))
+    model, _ = load_model(sft, torch.device("cpu"))
     start_table = answer(model, codec, calib, world, study.evaluate)
     print(f"study {study.study}, model {model_name}, calibration split: {len(calib)} questions "
           f"({int((~calib['seen']).sum())} never-seen names), seeds {args.seeds}")
@@ -156,7 +156,7 @@ def main() -> None:
                     stage.run(run_study, stage.Inputs(init=sft, data=data, tokenizer=tok_dir), out, model=model_name,
                               scheme=scheme, seed=seed)
                     seconds.append(time.perf_counter() - t0)
-                    trained, _ = load_checkpoint(Path(out) / "ckpt.pt", torch.device("cpu"))
+                    trained, _ = load_model(Path(out) / "ckpt.pt", torch.device("cpu"))
                 rows.append(measures(answer(trained, codec, calib, world, study.evaluate), t))
             mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
             ref = measures(start_table, t)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from nextlab.config import TrainParams, load_study  # noqa: E402
 from nextlab.model import GPTConfig  # noqa: E402
-from nextlab.train import device as dev  # noqa: E402
+from nextlab.model import device as dev  # noqa: E402
 from nextlab.train.batches import TokenData  # noqa: E402
 from nextlab.train.loop import new_state, train  # noqa: E402
 

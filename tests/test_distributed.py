@@ -19,7 +19,7 @@ from test_train import smoke_inputs, train_args, write_params  # noqa: F401  (th
 from nextlab.cli import main
 from nextlab.config import validate_study
 from nextlab.errors import ParamsError
-from nextlab.train.checkpoint import read_checkpoint
+from nextlab.model.checkpoint import read_checkpoint
 
 from conftest import tool_env
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nextlab.generate import filter_logits, generate, left_pad, score, token_logprobs
+from nextlab.generate import filter_logits, generate, pad, score, token_logprobs
 from nextlab.model import GPT, GPTConfig
 
 torch.set_num_threads(1)
@@ -97,8 +97,8 @@ def test_filter_logits():
     assert kept.tolist() == [[False, True, True, False]]
 
 
-def test_left_pad_and_limits():
-    idx, mask = left_pad([[5, 6, 7], [8]], pad_id=2)
+def test_pad_and_limits():
+    idx, mask = pad([[5, 6, 7], [8]], pad_id=2, left=True)
     assert idx.tolist() == [[5, 6, 7], [2, 2, 8]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     m = model()

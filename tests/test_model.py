@@ -39,6 +39,32 @@ def test_loss_at_init_is_about_ln_vocab():
     assert abs(loss - math.log(512)) < 0.05
 
 
+def test_forward_with_targets_is_the_fp32_cross_entropy_bit_for_bit():
+    model = GPT(tiny(), generator=torch.Generator().manual_seed(0)).eval()
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, 97, (3, 12), generator=g)
+    targets = torch.randint(0, 97, (3, 12), generator=g)
+    targets[0, :4] = -100  # ignored, as SFT's prompt tokens are
+    logits = model(idx)
+    flat = logits.float().reshape(-1, 97), targets.reshape(-1)
+    assert torch.equal(model(idx, targets), F.cross_entropy(*flat, ignore_index=-100))
+    assert torch.equal(model.loss(logits, targets, reduction="sum"), F.cross_entropy(*flat, reduction="sum"))
+    per_token = model.loss(logits, targets, reduction="none")
+    assert per_token.shape == targets.shape and torch.all(per_token[0, :4] == 0)
+    assert torch.equal(per_token, F.cross_entropy(*flat, reduction="none").view(3, 12))
+    with pytest.raises(ValueError, match="targets and use_cache"):
+        model(idx, targets, use_cache=True)
+
+
+def test_configure_optimizer_decays_matrices_only_in_parameter_order():
+    model = GPT(tiny(bias=True))
+    decay, rest = model.configure_optimizer(lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95)).param_groups
+    params = list(model.parameters())
+    assert decay["params"] == [p for p in params if p.dim() >= 2] and decay["weight_decay"] == 0.1
+    assert rest["params"] == [p for p in params if p.dim() < 2] and rest["weight_decay"] == 0.0
+    assert decay["lr"] == 1e-3 and decay["betas"] == (0.9, 0.95) and decay["fused"] is None
+
+
 def test_param_count_counts_the_tied_embedding_once():
     c = tiny(positional="learned", bias=False)
     model = GPT(c)

@@ -36,6 +36,13 @@ def layout(request, monkeypatch, one_thread):
     return request.param
 
 
+def to_blocks(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block-major layout `kernels.attention` reads, from keys and values (B, heads, S, d)."""
+    B, heads, S, d = k.shape
+    blocked = lambda t: t.reshape(B, heads, S // kernels.SLOT_BLOCK, kernels.SLOT_BLOCK, d).permute(2, 0, 1, 3, 4)  # noqa: E731
+    return blocked(k).transpose(-1, -2).contiguous(), blocked(v).contiguous()
+
+
 def tiny(positional: str = "learned", bias: bool = False, dtype=torch.float32, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=VOCAB, block_size=72, n_layer=2, n_head=2, d_model=32,
@@ -79,7 +86,7 @@ def test_attention_query_is_the_same_bits_whatever_the_batch_columns_and_blocks(
     keys, values = torch.randn(1, heads, slots, d), torch.randn(1, heads, slots, d)
     query = torch.randn(1, heads, 1, d)
     pos = 40  # inside the first block: a second block must change nothing
-    alone = kernels.attention(query, *kernels.to_blocks(keys, values),
+    alone = kernels.attention(query, *to_blocks(keys, values),
                               kernels.SlotMasks.from_positions(torch.tensor([[pos]])))
     for batch, cols, col in [(1, 1, 0), (3, 1, 0), (3, 5, 2), (8, 7, 6)]:
         q = torch.randn(batch, heads, cols, d)
@@ -90,7 +97,7 @@ def test_attention_query_is_the_same_bits_whatever_the_batch_columns_and_blocks(
         q[row, :, col], k[row], v[row], q_pos[row, col] = query[0, :, 0], keys[0], values[0], pos
         masks = kernels.SlotMasks.from_positions(q_pos)
         assert len(masks.keep) == (2 if batch > 1 else 1)
-        got = kernels.attention(q, *kernels.to_blocks(k, v), masks)
+        got = kernels.attention(q, *to_blocks(k, v), masks)
         assert torch.equal(got[row, :, col], alone[0, :, 0]), (batch, cols)
 
 
@@ -99,7 +106,7 @@ def test_attention_matches_softmax_attention_closely():
     B, heads, T, d, slots = 2, 2, 5, 8, kernels.SLOT_BLOCK * 2
     q, k, v = torch.randn(B, heads, T, d), torch.randn(B, heads, slots, d), torch.randn(B, heads, slots, d)
     q_pos = torch.tensor([[3, 4, 70, 71, 72], [0, 1, 2, 3, 4]])
-    got = kernels.attention(q, *kernels.to_blocks(k, v), kernels.SlotMasks.from_positions(q_pos))
+    got = kernels.attention(q, *to_blocks(k, v), kernels.SlotMasks.from_positions(q_pos))
     mask = torch.arange(slots) <= q_pos[:, None, :, None]
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(got, want)

@@ -18,9 +18,9 @@ import yaml
 from nextlab.cli import main
 from nextlab.config import TrainParams, load_study
 from nextlab.errors import InputFileError
-from nextlab.model import GPTConfig
+from nextlab.model import GPT, GPTConfig
+from nextlab.model.checkpoint import load_model, model_from_checkpoint, read_checkpoint, save_checkpoint
 from nextlab.train.batches import TokenData
-from nextlab.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from nextlab.train.loop import new_state, train
 
 from conftest import ROOT, tool_env
@@ -97,7 +97,7 @@ def test_train_stage_writes_its_files(tmp_path, smoke_inputs):
     assert per_step[0] == "step,tokens_per_s" and len(per_step) == 1 + 13
     facts = (out / "facts.csv").read_text().splitlines()
     assert facts[0] == "mentions,bio_facts,bio_acc,qa_questions,qa_acc" and len(facts) == 3
-    model, ckpt = load_checkpoint(out / "ckpt.pt", "cpu")
+    model, ckpt = load_model(out / "ckpt.pt", "cpu")
     assert ckpt["step"] == 12 and not model.training
     assert ckpt["tokenizer_hash"] == json.loads((smoke_inputs / "tokenizer" / "stats.json").read_text())["tokenizer_hash"]
 
@@ -163,7 +163,7 @@ def test_bad_resume_checkpoints_are_refused(tmp_path, smoke_inputs, capsys):
     params = write_params(tmp_path / "p.yaml")
     out = tmp_path / "out"
     assert main(train_args(params, smoke_inputs, out)) == 0
-    model, ckpt = load_checkpoint(out / "ckpt.pt")
+    model, ckpt = load_model(out / "ckpt.pt")
     last = out / "last.pt"
 
     # from another tokenizer
@@ -185,6 +185,25 @@ def test_bad_resume_checkpoints_are_refused(tmp_path, smoke_inputs, capsys):
     # --fresh starts over instead
     assert main(train_args(params, smoke_inputs, out, "--fresh")) == 0
     assert not last.exists()
+
+
+def test_model_from_checkpoint_draws_the_init_and_applies_overrides(tmp_path):
+    config = GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, d_model=16)
+    save_checkpoint(tmp_path / "ckpt.pt", GPT(config), tokenizer_hash="ab12")
+    ckpt = read_checkpoint(tmp_path / "ckpt.pt")
+    torch.manual_seed(5)
+    model = model_from_checkpoint(ckpt, "cpu", dtype=torch.float64, attention="explicit")
+    after_load = torch.rand(3)
+    torch.manual_seed(5)
+    GPT(config)
+    # The overwritten initialisation still draws from the global RNG: what a stage samples after
+    # loading is what it sampled when every stage built its model by hand.
+    assert torch.equal(after_load, torch.rand(3))
+    assert model.config.attention == "explicit" and not model.training
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert all(torch.equal(p, w.double()) for p, w in zip(model.state_dict().values(), ckpt["model"].values()))
+    loaded, _ = load_model(tmp_path / "ckpt.pt")
+    assert all(torch.equal(p, w) for p, w in zip(loaded.state_dict().values(), ckpt["model"].values()))
 
 
 def test_checkpoint_reader_refuses_foreign_files(tmp_path):

@@ -9,6 +9,10 @@ Two entry points:
 * `score` / `token_logprobs` give the log-probability of given continuations after given prompts
   (teacher forcing, one batched forward pass), e.g. log P(answer | question) for evaluation.
 
+Beneath them, `pad` (token id lists -> one padded batch and its mask) and `Decoder` (prefill once,
+then one token per row per step through the KV cache) are the building blocks every decoding and
+teacher-forcing caller shares.
+
 Worked example (an untrained model, so the tokens are arbitrary)::
 
     >>> from nextlab.model import GPT, GPTConfig
@@ -27,15 +31,15 @@ The caller picks precision: wrap calls in `torch.autocast` for bf16 on a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-from nextlab.config.tokenizer import SPECIAL_TOKENS
+from nextlab.tokenizer import EOS_ID, PAD_ID
 
-EOS_ID = SPECIAL_TOKENS.index("<|eos|>")
-PAD_ID = SPECIAL_TOKENS.index("<|pad|>")
+__all__ = ["EOS_ID", "PAD_ID", "Decoder", "Generation", "filter_logits", "generate", "pad", "score", "token_logprobs"]
 
 
 @dataclass
@@ -60,18 +64,69 @@ class Generation:
         return float(sum(self.logprobs[i]))
 
 
-def left_pad(
-    seqs: list[list[int]], pad_id: int = PAD_ID, device: torch.device | str = "cpu"
+def pad(
+    seqs: Sequence[Sequence[int]], pad_id: int = PAD_ID, *, left: bool = False, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids (B, T_max) left-padded with `pad_id`, and the mask (B, T_max), 1 = real token."""
-    width = max(len(s) for s in seqs)
+    """Token id lists as one batch: ids (B, longest) padded with `pad_id` on the right (`left`: on
+    the left), and the mask (B, longest), 1 at real tokens, both long and on `device`.
+
+    Right padding suits teacher forcing (a causal model's real tokens never see the padding after
+    them); left padding suits decoding (every row's next token goes in the same column).
+
+    >>> idx, mask = pad([[5, 6, 7], [8]], pad_id=2)
+    >>> idx.tolist(), mask.tolist()
+    ([[5, 6, 7], [8, 2, 2]], [[1, 1, 1], [1, 0, 0]])
+    >>> pad([[5, 6, 7], [8]], pad_id=2, left=True)[0].tolist()
+    [[5, 6, 7], [2, 2, 8]]
+    """
+    width = max((len(s) for s in seqs), default=0)
     idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, seq in enumerate(seqs):
         if seq:
-            idx[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
+            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+            idx[row, cols] = torch.tensor(list(seq), dtype=torch.long)
+            mask[row, cols] = 1
     return idx.to(device), mask.to(device)
+
+
+class Decoder:
+    """A batch decoded token by token: `prefill` runs the prompts once and returns their logits
+    (B, T, vocab); then every `step` feeds one token per row through the KV cache and returns the
+    logits (B, vocab) that predict the next one. The attention mask grows by a column per step: 1
+    where a row's token is real, 0 where the row is done and fed padding. With no mask (every row
+    real, all of one length) none is kept. `use_cache=False` recomputes the whole batch every
+    step, to check the cache against.
+
+    The one decoding core of `generate`, on-policy sampling and the nondeterminism study's
+    `decode_batch`; what each feeds (sampled, greedy or forced tokens) is theirs.
+    """
+
+    def __init__(self, model: torch.nn.Module, use_cache: bool = True):
+        self.model, self.use_cache = model, use_cache
+        self.idx: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None
+        self.past = None
+
+    def prefill(self, idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Start over from the prompts `idx` (B, T) with their `mask` (None: all real)."""
+        self.idx, self.mask = idx, mask
+        if not self.use_cache:
+            return self.model(idx, attention_mask=mask)
+        logits, self.past = self.model(idx, attention_mask=mask, use_cache=True)
+        return logits
+
+    def step(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Feed `tokens` (B,); `real` (B,) bool marks the rows whose token is not padding."""
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, real.long()[:, None]], dim=1)
+        if self.use_cache:
+            logits, self.past = self.model(tokens[:, None], attention_mask=self.mask, past_kv=self.past,
+                                           use_cache=True)
+        else:
+            self.idx = torch.cat([self.idx, tokens[:, None]], dim=1)
+            logits = self.model(self.idx, attention_mask=self.mask)
+        return logits[:, -1]
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -139,19 +194,15 @@ def generate(
     was_training = model.training
     model.eval()
     device = _model_device(model)
-    idx, mask = left_pad(prompts, pad_id, device)
+    idx, mask = pad(prompts, pad_id, left=True, device=device)
     B = idx.size(0)
     tokens: list[list[int]] = [[] for _ in range(B)]
     logprobs: list[list[float]] = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    past = None
-    step_input = idx
-    for _ in range(max_new_tokens):
-        if use_cache:
-            logits, past = model(step_input, attention_mask=mask, past_kv=past, use_cache=True)
-        else:
-            logits = model(idx, attention_mask=mask)
-        logits = logits[:, -1, :].float()
+    decoder = Decoder(model, use_cache)
+    last = decoder.prefill(idx, mask)[:, -1] if max_new_tokens > 0 else None
+    for step in range(max_new_tokens):
+        logits = last.float()
         logp = F.log_softmax(logits, dim=-1)
         if temperature == 0:
             next_tok = logits.argmax(dim=-1)
@@ -166,13 +217,12 @@ def generate(
                 tokens[row].append(t)
                 logprobs[row].append(lp)
         # The token just chosen is real for rows that were still running, padding for the rest.
-        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+        real = ~done
         if eos_id is not None:
             done = done | (next_tok == eos_id)
-        step_input = next_tok[:, None]
-        idx = torch.cat([idx, step_input], dim=1)
-        if bool(done.all()):
+        if bool(done.all()) or step + 1 == max_new_tokens:
             break
+        last = decoder.step(next_tok, real)
     model.train(was_training)
     finished = [bool(toks) and eos_id is not None and toks[-1] == eos_id for toks in tokens]
     return Generation(tokens, logprobs, finished)
@@ -210,13 +260,9 @@ def token_logprobs(
         width = max(len(s) for s in inputs)
         if width > block_size:
             raise ValueError(f"a prompt plus continuation of {width + 1} tokens does not fit block_size={block_size}")
-        idx = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-        for row, seq in enumerate(inputs):
-            idx[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask = None
-        if not getattr(model.config, "causal", True):
-            mask = (torch.arange(width)[None, :] < torch.tensor([len(s) for s in inputs])[:, None]).long().to(device)
-        logp = F.log_softmax(model(idx.to(device), attention_mask=mask).float(), dim=-1)
+        idx, real = pad(inputs, pad_id, device=device)
+        mask = None if getattr(model.config, "causal", True) else real
+        logp = F.log_softmax(model(idx, attention_mask=mask).float(), dim=-1)
         for row, (p, c) in enumerate(pairs):
             if not c:
                 out.append([])

@@ -34,12 +34,12 @@ from nextlab.data.templates import question
 from nextlab.data.world import World, fresh_people
 from nextlab.errors import NextlabError
 from nextlab.io import atomic_path, require_file, write_json
+from nextlab.model.checkpoint import load_model, save_checkpoint
+from nextlab.model.device import resolve_device
 from nextlab.posttrain.sft import SFTConfig, finetune
 from nextlab.provenance import data_hash_of, provenance
 from nextlab.qa.codec import QACodec
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
-from nextlab.train.checkpoint import load_checkpoint, save_checkpoint
-from nextlab.train.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def run(study: Study, inputs: Inputs, out: str | Path, *, model: str) -> dict[st
 
     device = resolve_device(study.device)
     start = time.perf_counter()
-    model, _ = load_checkpoint(sft_ckpt, device)
+    model, _ = load_model(sft_ckpt, device)
     direct, with_tool, curve, policy = train_and_run(model, tok, codec, examples, records, eval_rows, p, study.seed)
     seconds = time.perf_counter() - start
 

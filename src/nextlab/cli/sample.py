@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
     from nextlab.errors import NextlabError
     from nextlab.generate import generate
+    from nextlab.model.checkpoint import load_model
+    from nextlab.model.device import resolve_device
     from nextlab.tokenizer import BOS_ID, EOS_ID, load_tokenizer
-    from nextlab.train.checkpoint import load_checkpoint
-    from nextlab.train.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise NextlabError("--temperature must be >= 0 and --top-p in (0, 1]")
     tok = load_tokenizer(args.tokenizer)
     device = resolve_device(args.device)
-    model, ckpt = load_checkpoint(args.ckpt, device)
+    model, ckpt = load_model(args.ckpt, device)
     if tok.get_vocab_size() != model.config.vocab_size:
         raise NextlabError(
             f"{args.tokenizer}: {tok.get_vocab_size()} tokens, but {args.ckpt} was trained with "

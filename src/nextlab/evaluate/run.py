@@ -31,12 +31,12 @@ from nextlab.errors import InputFileError, NextlabError
 from nextlab.evaluate.summary import bucket_of, scheme_metrics
 from nextlab.evaluate.tables import ANSWER_COLUMNS, check_buckets, expected_buckets
 from nextlab.io import atomic_path, read_json, write_json
+from nextlab.model.checkpoint import load_model
+from nextlab.model.device import resolve_device
 from nextlab.provenance import provenance
 from nextlab.qa.answers import candidate_columns, greedy_answers
 from nextlab.qa.codec import QACodec
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
-from nextlab.train.checkpoint import load_checkpoint
-from nextlab.train.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def run(study: Study, inputs: Inputs, out: str | Path, *, model: str, scheme: st
                 f"expected scheme {scheme.name!r} seed {seed}"
             )
     device = resolve_device(study.device)
-    model, _ = load_checkpoint(ckpt_path, device)
+    model, _ = load_model(ckpt_path, device)
     codec = QACodec(tok)
 
     start = time.perf_counter()

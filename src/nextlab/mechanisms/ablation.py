@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from nextlab.generate import PAD_ID
+from nextlab.generate import pad
 from nextlab.model import GPT, GPTConfig  # noqa: F401  (the docstring's example)
 from nextlab.tokenizer import BOS_ID
 
@@ -108,15 +107,12 @@ def build_facts(tokenizer: Any, docs: list[dict[str, Any]], mentions: dict[str, 
     bios = [d for d in docs if d.get("kind") == "bio" and d.get("spans") and d.get("person") in mentions]
     encodings = tokenizer.encode_batch([d["text"] for d in bios], add_special_tokens=False)
     seqs = [[BOS_ID, *enc.ids][:block_size] for enc in encodings]
-    width = max((len(s) for s in seqs), default=1)
     # Right padding: a causal model's real queries never read it.
-    idx = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
-    real = torch.zeros((len(seqs), width), dtype=torch.bool)
-    value_token = torch.zeros((len(seqs), width), dtype=torch.bool)
+    idx, real = pad(seqs)
+    real = real.bool()
+    value_token = torch.zeros(idx.shape, dtype=torch.bool)
     doc_of, positions_of, mentions_of, attribute_of = [], [], [], []
     for r, (doc, enc, seq) in enumerate(zip(bios, encodings, seqs)):
-        idx[r, : len(seq)] = torch.tensor(seq)
-        real[r, : len(seq)] = True
         for attribute, a, b in doc["spans"]:
             positions = [p + 1 for p in value_token_positions(enc.offsets, a, b)]  # +1: the bos
             if not positions or positions[-1] >= len(seq):
@@ -150,9 +146,7 @@ def measure(model: GPT, facts: Facts, batch_size: int = 64) -> Measured:
         idx = facts.idx[start : start + batch_size].to(device)
         logits = model(idx).float()
         predicted = logits.argmax(-1).cpu()
-        targets = idx[:, 1:]
-        ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), targets.reshape(-1),
-                             reduction="none").view(targets.shape).cpu()
+        ce = model.loss(logits[:, :-1], idx[:, 1:], reduction="none").cpu()
         other = (facts.real[start : start + batch_size, 1:] & ~facts.value_token[start : start + batch_size, 1:])
         loss_sum[start : start + len(idx)] = (ce * other).sum(1).double().numpy()
         counts[start : start + len(idx)] = other.sum(1).numpy()

@@ -65,7 +65,7 @@ def query_attention(model: Any, prompts: list[list[int]]) -> list[np.ndarray]:
 
     The weights are recomputed from the queries and keys each layer's attention sees (captured by a
     hook), so the model keeps its own fused attention kernel."""
-    from nextlab.generate import PAD_ID
+    from nextlab.generate import pad
 
     config = model.config
     inputs: dict[int, tuple[torch.Tensor, Any]] = {}
@@ -79,12 +79,10 @@ def query_attention(model: Any, prompts: list[list[int]]) -> list[np.ndarray]:
     handles = [block.attn.register_forward_pre_hook(keep(i)) for i, block in enumerate(model.blocks)]
     device = next(model.parameters()).device
     lengths = [len(p) for p in prompts]
-    width = max(lengths)
-    idx = torch.full((len(prompts), width), PAD_ID, dtype=torch.long)
-    for r, p in enumerate(prompts):
-        idx[r, : len(p)] = torch.tensor(p)  # right padding: never seen by a real query
+    idx, _ = pad(prompts, device=device)  # right padding: never seen by a real query
+    width = idx.size(1)
     try:
-        model(idx.to(device))
+        model(idx)
     finally:
         for handle in handles:
             handle.remove()

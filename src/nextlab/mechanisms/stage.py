@@ -42,12 +42,12 @@ from nextlab.mechanisms.ablation import build_facts, run_ablations
 from nextlab.mechanisms.decoding import distinct_n, repetition, sample, stated_values
 from nextlab.mechanisms.heads import ATTRIBUTE_WORDS, ROLES, head_table, prompt_roles, query_attention, role_shares
 from nextlab.mechanisms.in_context import answer_in_context, in_context_items, weights_hash
+from nextlab.model.checkpoint import load_model
+from nextlab.model.device import resolve_device
 from nextlab.provenance import data_hash_of, provenance
 from nextlab.qa.codec import QACodec, graded
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
 from nextlab.tokenizer import BOS_ID
-from nextlab.train.checkpoint import load_checkpoint
-from nextlab.train.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def run(study: Study, inputs: Inputs, out: str | Path, *, model: str) -> dict[st
 
     device = resolve_device(study.device)
     start = time.perf_counter()
-    pretrained, _ = load_checkpoint(pretrain_ckpt, device)
+    pretrained, _ = load_model(pretrain_ckpt, device)
     facts = build_facts(tok, bios, mentions, block_size)
     ablation = pd.DataFrame(run_ablations(pretrained, facts, p.ablation, p.bootstrap_samples, study.seed))
     shares, chance = role_shares(query_attention(pretrained, prompts), role_lists)
@@ -213,7 +213,7 @@ def run(study: Study, inputs: Inputs, out: str | Path, *, model: str) -> dict[st
     context_rows = read_in_context(pretrained, "pretrain", tok, codec, context_items, study)
     kalai = value_candidates(pretrained, tok, val, mentions, world.vocabularies)
     del pretrained
-    tuned, _ = load_checkpoint(sft_ckpt, device)
+    tuned, _ = load_model(sft_ckpt, device)
     qa_rows = decode_questions(tuned, codec, qa, study)
     context_rows += read_in_context(tuned, "sft", tok, codec, context_items, study)
     seconds = time.perf_counter() - start

@@ -16,6 +16,11 @@ Worked example::
     >>> logits, past = model(idx, use_cache=True)
     >>> len(past), past[0][0].shape          # one (k, v) pair per layer: (B, heads, T, head size)
     (2, torch.Size([3, 2, 10, 16]))
+    >>> loss = model(idx[:, :-1], targets=idx[:, 1:])  # with targets: the mean cross-entropy
+    >>> loss.shape, abs(loss.item() - math.log(512)) < 0.5   # about ln(vocab) at initialisation
+    (torch.Size([]), True)
+    >>> [len(g["params"]) for g in model.configure_optimizer(lr=1e-3, weight_decay=0.1).param_groups]
+    [10, 5]
 
 Left padding: `attention_mask` (B, T_past + T) is 1 for real tokens and 0 for padding. Positions
 are counted over real tokens only (`cumsum(mask) - 1`), and no query attends to a padded key, so a
@@ -41,6 +46,8 @@ from nextlab.model.rotary import apply_rotary, rotary_tables
 # One layer's cache: keys and values of every position seen so far, each (B, n_head, T, head_size).
 LayerCache = tuple[torch.Tensor, torch.Tensor]
 KVCache = list[LayerCache]
+# Targets equal to this are not predicted (prompt tokens in SFT, the end of a shifted row).
+IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -245,9 +252,35 @@ class GPT(nn.Module):
         T = context or cfg.block_size
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.d_model * T
 
+    def configure_optimizer(
+        self, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
+        fused: bool | None = None,
+    ) -> torch.optim.AdamW:
+        """AdamW with weight decay on the matrices only (embeddings included), not on norms or biases.
+
+        Two groups, matrices first, each in parameter order. `fused=None` leaves the kernel choice to
+        PyTorch; the pretraining loop asks for the fused one on CUDA.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy of `targets` (B, T) under `logits` (B, T, vocab), in fp32 whatever the
+        logits' dtype; targets equal to `IGNORE_INDEX` count for nothing. `reduction="none"` gives
+        the per-token losses (B, T), 0 at ignored targets."""
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction=reduction)
+        return loss.view(targets.shape) if reduction == "none" else loss
+
     def forward(
         self,
         idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         past_kv: KVCache | None = None,
         use_cache: bool = False,
@@ -257,6 +290,8 @@ class GPT(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, KVCache]:
         """Logits (B, T, vocab) for token ids `idx` (B, T); with `use_cache`, also the new cache.
 
+        targets: (B, T) next-token ids; given, the mean cross-entropy (`GPT.loss`) is returned
+        instead of the logits.
         attention_mask: (B, T_past + T), 1 = real token, 0 = padding; None means all real.
         past_kv: the cache returned by a previous call; `idx` then holds only the new tokens.
         positions, allowed: for sequences that are not one line of text (a tree of continuations
@@ -266,6 +301,8 @@ class GPT(nn.Module):
         B, T = idx.shape
         past_len = past_kv[0][0].size(2) if past_kv else 0
         total = past_len + T
+        if targets is not None and use_cache:
+            raise ValueError("targets and use_cache: a loss is for training, a cache for decoding")
         if not self.config.causal and (past_kv or use_cache):
             raise ValueError("a non-causal model sees the whole sequence at once: it has no cache to decode with")
         if attention_mask is not None and attention_mask.shape != (B, total):
@@ -303,6 +340,8 @@ class GPT(nn.Module):
             if use_cache:
                 cache.append(layer_cache)
         logits = self._logits(self.ln_f(x))
+        if targets is not None:
+            return self.loss(logits, targets)
         return (logits, cache) if use_cache else logits
 
     @staticmethod

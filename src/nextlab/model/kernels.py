@@ -188,13 +188,6 @@ class SlotMasks:
         return cls(keep, bias)
 
 
-def to_blocks(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The block-major layout `attention` reads, from keys and values (B, heads, S, d)."""
-    B, heads, S, d = k.shape
-    blocked = lambda t: t.reshape(B, heads, S // SLOT_BLOCK, SLOT_BLOCK, d).permute(2, 0, 1, 3, 4)  # noqa: E731
-    return blocked(k).transpose(-1, -2).contiguous(), blocked(v).contiguous()
-
-
 def _columns(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 

@@ -44,6 +44,7 @@ from typing import Literal
 
 import torch
 
+from nextlab.generate import Decoder, pad
 from nextlab.tokenizer import PAD_ID
 
 Side = Literal["none", "left", "right"]
@@ -70,13 +71,8 @@ def pad_batch(
     width = max(lengths)
     if side == "none" and min(lengths) != width:
         raise ValueError(f"padding 'none' needs sequences of one length, got lengths {sorted(set(lengths))}")
-    idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
-        idx[row, cols] = torch.tensor(list(seq), dtype=torch.long)
-        mask[row, cols] = 1
-    return idx.to(device), (None if side == "none" else mask.to(device))
+    idx, mask = pad(seqs, pad_id, left=side == "left", device=device)
+    return idx, (None if side == "none" else mask)
 
 
 @dataclass(frozen=True)
@@ -212,8 +208,8 @@ def decode_batch(
     done = [limit == 0 for limit in limits]
     contexts = [list(p) for p in prompts]  # each row's real tokens, for a restart
 
-    logits, past = model(idx, attention_mask=mask, use_cache=True)
-    last = logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
+    decoder = Decoder(model)
+    last = decoder.prefill(idx, mask)[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
     for step in range(max(limits, default=0)):
         greedy = last.argmax(dim=-1).tolist()
         was_done = list(done)
@@ -237,16 +233,11 @@ def decode_batch(
         if window is not None and (step + 1) % window.every == 0:
             idx, mask = pad_batch([c[-window.keep :] for c in contexts], side, device)
             dense = mask is None
-            logits, past = model(idx, attention_mask=mask, use_cache=True)
-            last = logits[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
+            last = decoder.prefill(idx, mask)[torch.arange(B, device=device), _last_real(mask, B, idx.size(1), device)]
             continue
-        step_input = torch.tensor(chosen, dtype=torch.long, device=device)[:, None]
-        if not dense:
-            # As in nextlab.generate: a token is real for rows that were running at this step.
-            fed = torch.tensor([0 if d else 1 for d in was_done], dtype=torch.long, device=device)
-            mask = torch.cat([mask, fed[:, None]], dim=1)
-        logits, past = model(step_input, attention_mask=mask, past_kv=past, use_cache=True)
-        last = logits[:, -1]
+        # As in nextlab.generate: a token is real for rows that were running at this step.
+        real = torch.tensor([not d for d in was_done], dtype=torch.bool, device=device)
+        last = decoder.step(torch.tensor(chosen, dtype=torch.long, device=device), real)
     vocab = last.size(-1)
     results = []
     for row in range(B):

@@ -36,7 +36,9 @@ from nextlab.config.nondeterminism import ATTENTION_PATHS, DTYPES, TABLES
 from nextlab.data.stage import read_jsonl
 from nextlab.errors import NextlabError
 from nextlab.io import atomic_path, require_file, write_json
-from nextlab.model import GPT, GPTConfig
+from nextlab.model import GPT
+from nextlab.model.checkpoint import model_from_checkpoint
+from nextlab.model.device import resolve_device
 from nextlab.model.invariant import BatchInvariantGPT
 from nextlab.nondeterminism.decode import window_for
 from nextlab.nondeterminism.env import dtype_runs, fingerprint
@@ -55,7 +57,6 @@ from nextlab.provenance import data_hash_of, provenance
 from nextlab.qa.codec import QACodec, graded
 from nextlab.qa.inputs import checked_checkpoint, read_qa, tokenizer_and_hash
 from nextlab.tokenizer import EOS_ID
-from nextlab.train.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +110,8 @@ def check_sizes(study: Study, model_name: str, targets: list[Prompt], pool: list
 
 def load_models(ckpt: dict[str, Any], attention: str, dtype: torch.dtype, device: torch.device,
                 invariant: bool, reference: bool) -> Models:
-    config = GPTConfig.from_dict({**ckpt["model_config"], "attention": attention})
-
     def build(d: torch.dtype) -> GPT:
-        model = GPT(config)
-        model.load_state_dict(ckpt["model"])
-        return model.to(device=device, dtype=d).eval()
+        return model_from_checkpoint(ckpt, device, dtype=d, attention=attention)
 
     default = build(dtype)
     return Models(

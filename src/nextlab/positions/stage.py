@@ -35,9 +35,9 @@ from nextlab.config.positions import VARIANTS, variant_shape
 from nextlab.data.world import World
 from nextlab.errors import NextlabError
 from nextlab.io import atomic_path, require_file, write_json
+from nextlab.model import device as dev
 from nextlab.positions.probes import control_pairs, order_rows, recall_rows
 from nextlab.provenance import data_hash_of, provenance
-from nextlab.train import device as dev
 from nextlab.train.loop import final_checkpoint, new_state, train
 from nextlab.train.stage import load_inputs
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from nextlab.generate import EOS_ID, PAD_ID, left_pad
+from nextlab.generate import EOS_ID, PAD_ID, Decoder, pad
 
 
 @dataclass
@@ -61,15 +61,15 @@ def sample(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int
     model.eval()
     max_new_tokens = min(max_new_tokens, model.config.block_size - max(len(p) for p in prompts))
     device = next(model.parameters()).device
-    idx, mask = left_pad(prompts, pad_id, device)
+    idx, mask = pad(prompts, pad_id, left=True, device=device)
     B = idx.size(0)
     tokens: list[list[int]] = [[] for _ in range(B)]
     kept: list[torch.Tensor] = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    past, step_input = None, idx
+    decoder = Decoder(policy)
+    last = decoder.prefill(idx, mask)[:, -1] if max_new_tokens > 0 else None
     for position in range(max_new_tokens):
-        logits, past = policy(step_input, attention_mask=mask, past_kv=past, use_cache=True)
-        logits = logits[:, -1, :].float()
+        logits = last.float()
         kept.append(logits)
         if position == 0 and banned_first is not None:
             logits = logits.index_fill(1, torch.tensor([banned_first], device=device), float("-inf"))
@@ -79,12 +79,12 @@ def sample(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int
         for row, (t, d) in enumerate(zip(next_tok.tolist(), done.tolist())):
             if not d:
                 tokens[row].append(t)
-        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+        real = ~done
         if eos_id is not None:
             done = done | (next_tok == eos_id)
-        step_input = next_tok[:, None]
-        if bool(done.all()):
+        if bool(done.all()) or position + 1 == max_new_tokens:
             break
+        last = decoder.step(next_tok, real)
     model.train(was_training)
     L = max(1, max(len(t) for t in tokens))
     stacked = torch.stack(kept, dim=1) if kept else torch.zeros(B, 0, model.config.vocab_size, device=device)
@@ -102,29 +102,18 @@ def trainer_logits(model: torch.nn.Module, prompts: list[list[int]], answers: li
     (causal attention never lets a real token see the padding after it), the invariant mode gets
     one so that it drops the padding."""
     inputs = [p + a[:-1] for p, a in zip(prompts, answers)]
-    width = max(len(s) for s in inputs)
-    L = max(len(a) for a in answers)
     device = next(model.parameters()).device
-    idx = torch.full((len(inputs), width), pad_id, dtype=torch.long)
-    real = torch.zeros((len(inputs), width), dtype=torch.long)
-    for row, seq in enumerate(inputs):
-        idx[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        real[row, : len(seq)] = 1
-    idx, real = idx.to(device), real.to(device)
+    idx, real = pad(inputs, pad_id, device=device)
     if batch_invariant:
         inv = _invariant(model)
         # BatchInvariantGPT.forward is a no-grad call for decoding; training needs its gradients.
         logits = type(inv).forward.__wrapped__(inv, idx, attention_mask=real)
     else:
         logits = model(idx)
-    pos = torch.zeros((len(inputs), L), dtype=torch.long)
-    targets = torch.full((len(inputs), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(inputs), L), dtype=torch.bool)
-    for row, (p, a) in enumerate(zip(prompts, answers)):
-        pos[row, : len(a)] = torch.arange(len(p) - 1, len(p) - 1 + len(a))
-        targets[row, : len(a)] = torch.tensor(a, dtype=torch.long)
-        mask[row, : len(a)] = True
-    pos, targets, mask = pos.to(device), targets.to(device), mask.to(device)
+    # Position len(prompt) - 1 + j predicts answer token j.
+    pos, _ = pad([range(len(p) - 1, len(p) - 1 + len(a)) for p, a in zip(prompts, answers)], 0, device=device)
+    targets, mask = pad(answers, pad_id, device=device)
+    mask = mask.bool()
     picked = logits.gather(1, pos[:, :, None].expand(-1, -1, logits.size(-1)))
     return picked.float(), targets, mask
 

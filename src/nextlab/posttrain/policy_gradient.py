@@ -52,7 +52,7 @@ Worked example (the test suite's toy problem: answer token 7 is rewarded)::
 
     cfg = PGConfig(group_size=16, temperature=1.0, kl_coef=0.0, max_new_tokens=1)
     reward_fn = lambda i, toks: (1.0, "correct") if toks[:1] == [7] else (0.0, "wrong")
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=0.03)
+    optimizer = policy.configure_optimizer(lr=0.03)
     for _ in range(40):
         log = pg_step(policy, ref, optimizer, [[0, 3], [0, 4]], reward_fn, cfg, generator)
     log["reward"]   # from ~1/16 to ~1
@@ -135,36 +135,6 @@ def factored_targets(rewards: np.ndarray, abstain_reward: float, reward_range: f
     return group_advantages(rewards) / reward_range, worth > 0, np.abs(worth) / reward_range
 
 
-def _teacher_forced(
-    model: torch.nn.Module, prompts: list[list[int]], answers: list[list[int]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits at the positions that predict each answer token, right-padded.
-
-    Returns logits (N, L, vocab), the answer tokens (N, L) and their mask (N, L), L the longest
-    answer. Right padding needs no attention mask: causal attention never lets a real token see
-    the padding after it.
-    """
-    inputs = [p + a[:-1] for p, a in zip(prompts, answers)]
-    width = max(len(s) for s in inputs)
-    L = max(len(a) for a in answers)
-    device = next(model.parameters()).device
-    idx = torch.full((len(inputs), width), pad_id, dtype=torch.long)
-    for row, seq in enumerate(inputs):
-        idx[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    logits = model(idx.to(device))
-    # Position len(prompt) - 1 + j predicts answer token j.
-    pos = torch.zeros((len(inputs), L), dtype=torch.long)
-    targets = torch.full((len(inputs), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(inputs), L), dtype=torch.bool)
-    for row, (p, a) in enumerate(zip(prompts, answers)):
-        pos[row, : len(a)] = torch.arange(len(p) - 1, len(p) - 1 + len(a))
-        targets[row, : len(a)] = torch.tensor(a, dtype=torch.long)
-        mask[row, : len(a)] = True
-    pos, targets, mask = pos.to(device), targets.to(device), mask.to(device)
-    picked = logits.gather(1, pos[:, :, None].expand(-1, -1, logits.size(-1)))
-    return picked.float(), targets, mask
-
-
 def pg_step(
     policy: torch.nn.Module,
     ref: torch.nn.Module | None,
@@ -228,7 +198,7 @@ def pg_step(
     if ref is not None and cfg.kl_coef > 0:
         logp = F.log_softmax(logits, dim=-1)
         with torch.no_grad():
-            ref_logits, _, _ = _teacher_forced(ref, repeated, answers, cfg.pad_id)
+            ref_logits, _, _ = trainer_logits(ref, repeated, answers, cfg.pad_id)
             ref_logp = F.log_softmax(ref_logits, dim=-1)
         kl_tok = (logp.exp() * (logp - ref_logp)).sum(-1)
         kl = (kl_tok * mask).sum() / n_tokens

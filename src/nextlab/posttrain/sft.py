@@ -37,14 +37,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.nn import functional as F
 
 from nextlab.config import Study
 from nextlab.config.posttrain import SFTParams
 from nextlab.errors import NextlabError
-from nextlab.generate import EOS_ID, PAD_ID, generate
+from nextlab.generate import EOS_ID, PAD_ID, generate, pad
 from nextlab.io import atomic_path, json_safe, write_json
-from nextlab.model import GPT, GPTConfig
+from nextlab.model import GPT
+from nextlab.model.checkpoint import model_from_checkpoint, save_checkpoint
+from nextlab.model.device import resolve_device
+from nextlab.model.gpt import IGNORE_INDEX
 from nextlab.progress import bar as progress_bar
 from nextlab.provenance import provenance
 from nextlab.qa.answers import greedy_answers
@@ -52,11 +54,9 @@ from nextlab.qa.codec import QACodec, answer_end
 from nextlab.qa.grading import is_abstention
 from nextlab.qa.inputs import checked_checkpoint, read_qa, require_split, tokenizer_and_hash
 from nextlab.tokenizer.bpe import CONFIDENCE_ID
-from nextlab.train.checkpoint import save_checkpoint
-from nextlab.train.device import resolve_device
 from nextlab.train.schedule import lr_at
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX  # label of a token that is context, not target
 
 
 @dataclass(frozen=True)
@@ -88,21 +88,10 @@ def collate(examples: list[Example], pad_id: int = PAD_ID) -> tuple[torch.Tensor
     >>> idx.tolist(), labels.tolist()
     ([[0, 3, 9, 4, 20, 21]], [[-100, -100, -100, 20, 21, 1]])
     """
-    seqs = [e.prompt + e.target[:-1] for e in examples]
-    width = max(len(s) for s in seqs)
-    idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
-    for row, (e, seq) in enumerate(zip(examples, seqs)):
-        idx[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        start = len(e.prompt) - 1
-        labels[row, start : start + len(e.target)] = torch.tensor(e.target, dtype=torch.long)
+    idx, _ = pad([e.prompt + e.target[:-1] for e in examples], pad_id)
+    # The last prompt token predicts the first answer token; the rows have the same lengths as idx's.
+    labels, _ = pad([[IGNORE] * (len(e.prompt) - 1) + e.target for e in examples], IGNORE)
     return idx, labels
-
-
-def answer_loss(model: torch.nn.Module, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens."""
-    logits = model(idx)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
@@ -126,7 +115,7 @@ def _weighted_batches(weights: Sequence[float], batch_size: int, generator: torc
 
 
 def finetune(
-    model: torch.nn.Module,
+    model: GPT,
     examples: list[Example],
     cfg: SFTConfig,
     generator: torch.Generator,
@@ -146,12 +135,7 @@ def finetune(
     if longest > block:
         raise NextlabError(f"a fine-tuning example of {longest} tokens does not fit block_size={block}")
     device = next(model.parameters()).device
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
-    )
+    optimizer = model.configure_optimizer(cfg.lr, cfg.weight_decay, betas=(0.9, 0.95))
     batches = (_batches(len(examples), cfg.batch_size, generator) if weights is None
                else _weighted_batches(weights, cfg.batch_size, generator))
     curve: list[dict[str, Any]] = []
@@ -162,7 +146,7 @@ def finetune(
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx, labels = collate([examples[i] for i in next(batches)])
-        loss = answer_loss(model, idx.to(device), labels.to(device))
+        loss = model(idx.to(device), labels.to(device))  # mean cross-entropy over answer tokens
         if not math.isfinite(loss.item()):
             raise NextlabError(f"fine-tuning diverged: loss {loss.item()} at step {step + 1}; lower the lr ({cfg.lr})")
         optimizer.zero_grad(set_to_none=True)
@@ -181,17 +165,15 @@ def finetune(
 
 
 @torch.no_grad()
-def mean_answer_loss(model: torch.nn.Module, examples: list[Example], batch_size: int = 64) -> float:
+def mean_answer_loss(model: GPT, examples: list[Example], batch_size: int = 64) -> float:
     """Cross-entropy per answer token over all `examples` (no training)."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
     model.eval()
     for start in range(0, len(examples), batch_size):
         idx, labels = collate(examples[start : start + batch_size])
-        logits = model(idx.to(device)).float()
         labels = labels.to(device)
-        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                 ignore_index=IGNORE, reduction="sum").item()
+        total += model.loss(model(idx.to(device)), labels, reduction="sum").item()
         count += int((labels != IGNORE).sum())
     return total / max(count, 1)
 
@@ -210,12 +192,6 @@ class Inputs:
     tokenizer: Path  # the tokenize stage's folder
 
 
-def model_from(ckpt: dict[str, Any], device: torch.device) -> GPT:
-    model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()
-
-
 def start_from(study: Study, model_name: str, ckpt_path: str | Path, tokenizer_dir: str | Path,
                stage: str) -> tuple[dict[str, Any], Any, str, QACodec, GPT, torch.device]:
     """The checkpoint a job starts from, checked against the study and tokenizer, as a model on
@@ -223,7 +199,7 @@ def start_from(study: Study, model_name: str, ckpt_path: str | Path, tokenizer_d
     tok, tok_hash = tokenizer_and_hash(tokenizer_dir)
     ckpt = checked_checkpoint(ckpt_path, study, model_name, tok_hash, tok.get_vocab_size(), stage=stage)
     device = resolve_device(study.device)
-    return ckpt, tok, tok_hash, QACodec(tok), model_from(ckpt, device), device
+    return ckpt, tok, tok_hash, QACodec(tok), model_from_checkpoint(ckpt, device), device
 
 
 def sft_examples(codec: QACodec, rows: pd.DataFrame) -> list[Example]:

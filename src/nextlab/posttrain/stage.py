@@ -28,6 +28,7 @@ from nextlab.data.world import IDK, World
 from nextlab.errors import NextlabError
 from nextlab.io import json_safe, write_json
 from nextlab.model import GPT
+from nextlab.model.checkpoint import save_checkpoint
 from nextlab.posttrain import sft
 from nextlab.posttrain.decision import (
     belief_targets,
@@ -44,7 +45,6 @@ from nextlab.provenance import provenance
 from nextlab.qa.answers import candidate_columns
 from nextlab.qa.codec import QACodec, graded
 from nextlab.qa.inputs import read_qa, require_split
-from nextlab.train.checkpoint import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def run(
                    grad_clip=p.grad_clip, max_new_tokens=p.max_answer_tokens, advantage=p.advantage,
                    abstain_reward=reward(scheme, "abstain", 0.0), abstain_token=codec.answer_body(IDK)[0],
                    reward_range=reward_range(scheme), batch_invariant=p.batch_invariant)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    optimizer = policy.configure_optimizer(p.lr, weight_decay=0.0, betas=(0.9, 0.95))
     generator = torch.Generator(device=device).manual_seed(seed)
     steps: list[dict[str, Any]] = []
     bar = progress_bar(p.steps, "step", f"post-training {scheme.name}")

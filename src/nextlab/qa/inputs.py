@@ -16,8 +16,8 @@ from nextlab.config import Study
 from nextlab.errors import InputFileError, NextlabError
 from nextlab.io import require_file, sha256_file
 from nextlab.model import GPTConfig
+from nextlab.model.checkpoint import check_compatible, read_checkpoint
 from nextlab.tokenizer import load_tokenizer
-from nextlab.train.checkpoint import check_compatible, read_checkpoint
 
 QA_COLUMNS = ("question_id", "person_id", "attribute", "question", "answer", "mentions", "split", "seen")
 

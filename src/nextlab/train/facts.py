@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from nextlab.config.tokenizer import SPECIAL_TOKENS
-from nextlab.generate import PAD_ID, generate
+from nextlab.generate import generate, pad
 
 BOS_ID = SPECIAL_TOKENS.index("<|bos|>")
 EOS_ID = SPECIAL_TOKENS.index("<|eos|>")
@@ -61,11 +61,8 @@ def bio_fact_rows(
     for start in range(0, len(bios), batch_size):
         chunk = list(zip(bios[start : start + batch_size], encodings[start : start + batch_size]))
         seqs = [[BOS_ID, *enc.ids][:block] for _, enc in chunk]
-        width = max(len(s) for s in seqs)
-        idx = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
-        for r, seq in enumerate(seqs):
-            idx[r, : len(seq)] = torch.tensor(seq)
         # Right padding needs no mask: a causal model never looks ahead at the padding.
+        idx, _ = pad(seqs)
         predicted = model(idx.to(device)).argmax(-1).cpu()
         for r, (doc, enc) in enumerate(chunk):
             for attribute, a, b in doc["spans"]:

@@ -24,16 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from nextlab.config import TrainParams
 from nextlab.errors import NextlabError
 from nextlab.model import GPT, GPTConfig
+from nextlab.model import device as dev
+from nextlab.model.checkpoint import model_from_checkpoint, save_checkpoint, unwrap
 from nextlab.progress import bar as progress_bar
-from nextlab.train import device as dev
 from nextlab.train import distributed
 from nextlab.train.batches import TokenData
-from nextlab.train.checkpoint import save_checkpoint, unwrap
 from nextlab.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -89,16 +88,9 @@ class TrainState:
 
 
 def make_optimizer(model: GPT, params: TrainParams, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not norms, biases; embeddings are matrices)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": params.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups, lr=params.lr, betas=(params.beta1, params.beta2), fused=device.type == "cuda"
-    )
+    """The model's AdamW with the train params' settings, fused on CUDA."""
+    return model.configure_optimizer(params.lr, params.weight_decay, (params.beta1, params.beta2),
+                                     fused=device.type == "cuda")
 
 
 def new_state(config: GPTConfig, params: TrainParams, seed: int, device: torch.device) -> TrainState:
@@ -116,9 +108,7 @@ def new_state(config: GPTConfig, params: TrainParams, seed: int, device: torch.d
 
 def resume_state(ckpt: dict[str, Any], params: TrainParams, device: torch.device) -> TrainState:
     """The state a checkpoint written by `train` holds."""
-    model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    model.to(device)
+    model = model_from_checkpoint(ckpt, device)
     optimizer = make_optimizer(model, params, device)
     optimizer.load_state_dict(ckpt["optimizer"])
     state = TrainState(model=model, optimizer=optimizer, data_generator=torch.Generator(), device=device,
@@ -130,10 +120,6 @@ def resume_state(ckpt: dict[str, Any], params: TrainParams, device: torch.device
     state.timed_steps = int(extra.get("timed_steps", 0))
     state.tokens = int(extra.get("tokens", 0))
     return state
-
-
-def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
 @torch.no_grad()
@@ -149,7 +135,7 @@ def estimate_loss(
     for _ in range(batches):
         x, y = data.batch(batch_size, block_size, generator)
         with dev.autocast(device):
-            total += loss_fn(model(x.to(device)), y.to(device)).item()
+            total += model(x.to(device), y.to(device)).item()
     model.train(was_training)
     return total / batches
 
@@ -277,7 +263,9 @@ def train(
             x, y = train_data.batch(params.batch_size, config.block_size, state.data_generator)
             x, y = dev.to_device(ranks.shard(x), device), dev.to_device(ranks.shard(y), device)
             with dev.autocast(device):
-                loss = loss_fn(model(x), y) / params.grad_accum
+                # The loss outside the wrapped model: torch.compile (CUDA) then compiles the same
+                # graph as ever, and its fused kernels cannot change the loss's bits.
+                loss = raw.loss(model(x), y) / params.grad_accum
             loss.backward()
             step_loss += loss.detach().double()  # as float64: the sum a Python float would make
         # The logged loss is the whole global batch's (equal shards: the mean of the ranks' means).

@@ -30,11 +30,11 @@ from nextlab.config import Study
 from nextlab.errors import InputFileError, NextlabError
 from nextlab.io import atomic_path, read_json, require_file, sha256_file, write_json
 from nextlab.model import GPTConfig
+from nextlab.model import device as dev
+from nextlab.model.checkpoint import check_compatible, read_checkpoint
 from nextlab.provenance import data_hash_of, provenance
-from nextlab.train import device as dev
 from nextlab.train import distributed
 from nextlab.train.batches import TokenData
-from nextlab.train.checkpoint import check_compatible, read_checkpoint
 from nextlab.train.loop import final_checkpoint, new_state, resume_state, train, trajectory_config
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ raises `InputFileError` naming the file.
     >>> model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, d_model=16))
     >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
     >>> save_checkpoint(path, model, tokenizer_hash="ab12", step=100)
-    >>> model, ckpt = load_checkpoint(path, device="cpu")
+    >>> model, ckpt = load_model(path, device="cpu")
     >>> ckpt["format"], ckpt["version"], ckpt["step"], ckpt["tokenizer_hash"]
     ('nextlab-checkpoint', 1, 100, 'ab12')
 """
@@ -30,7 +30,7 @@ import torch
 
 from nextlab.errors import InputFileError, NextlabError
 from nextlab.io import atomic_path
-from nextlab.model import GPT, GPTConfig
+from nextlab.model.gpt import GPT, GPTConfig
 
 FORMAT = "nextlab-checkpoint"
 VERSION = 1
@@ -99,17 +99,29 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
-    """The model of a checkpoint, on `device` and in eval mode, and the checkpoint dict."""
+def model_from_checkpoint(
+    ckpt: dict[str, Any], device: str | torch.device = "cpu", *, dtype: torch.dtype | None = None,
+    **config_overrides: Any,
+) -> GPT:
+    """The model a checkpoint dict holds, on `device` (and in `dtype`), in eval mode.
+
+    Built on the CPU and then moved, as every stage always did: the initialisation it overwrites
+    still draws from the global RNG, so what a stage samples afterwards stays the same.
+    `config_overrides` change fields that do not shape the weights (e.g. `attention="explicit"`).
+    """
+    model = GPT(GPTConfig.from_dict({**ckpt["model_config"], **config_overrides}))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
+    """The model of a checkpoint file, on `device` and in eval mode, and the checkpoint dict."""
     ckpt = read_checkpoint(path, map_location=device)
     try:
-        config = GPTConfig.from_dict(ckpt["model_config"])
-        model = GPT(config)
-        model.load_state_dict(ckpt["model"])
+        model = model_from_checkpoint(ckpt)
     except (TypeError, ValueError, RuntimeError) as err:
         raise InputFileError(f"{path}: model weights do not match its model_config ({err})") from None
-    model.to(device).eval()
-    return model, ckpt
+    return model.to(device), ckpt
 
 
 def check_compatible(
