@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 def _one(study, args: argparse.Namespace) -> int:
     from nextlab.config.posttrain import parse_scheme
     from nextlab.errors import NextlabError
-    from nextlab.evaluate import run as stage
+    from nextlab.evaluate import stage
     from nextlab.io import require_file, sha256_file
     from nextlab.provenance import data_hash_of
     from nextlab.tracking import Job, tracked
