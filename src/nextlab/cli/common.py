@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from nextlab.config import Study, load_study, study_from_sections
 from nextlab.errors import ParamsError
@@ -53,12 +52,3 @@ def load(args: argparse.Namespace, uses_torch: bool = True) -> Study:
 
         torch.set_num_threads(args.threads)
     return study
-
-
-def params_source(args: argparse.Namespace, study: Any) -> str:
-    """How the report names where its params came from."""
-    return str(args.params) if args.params is not None else f"the workflow's job params (study {study.study})"
-
-
-def study_dir(study: Study, root: Path = Path("results")) -> Path:
-    return root / study.study
