@@ -60,10 +60,15 @@ def test_rerun_matrix(smoke_project):
     assert not {"data", "tokenize", "train", "sft", "sft_confidence", "posttrain", "nondeterminism"} & set(rules)
     with edited(root / "src/nextlab/report/figures/train.py", "import math", "import math  # edited"):
         assert planned(smoke_project) == {"report": 1}
-    with edited(root / "src/nextlab/posttrain/policy_gradient.py", "temperature: float = 0.7",
-                "temperature: float = 0.8"):
+    # Post-training's own code: SFT, which no longer imports it (its stage is one module), stays.
+    with edited(root / "src/nextlab/posttrain/policy_gradient.py", "abstain_reward: float = 0.0",
+                "abstain_reward: float = 0.5"):
         rules = planned(smoke_project)
-    assert {"posttrain", "sft", "sft_confidence", "evaluate", "report"} <= set(rules)
+    assert {"posttrain", "evaluate", "report"} <= set(rules)
+    assert not {"data", "tokenize", "train", "sft", "sft_confidence"} & set(rules)
+    with edited(root / "src/nextlab/posttrain/sft.py", "FINAL_WINDOW = 5", "FINAL_WINDOW = 6"):
+        rules = planned(smoke_project)
+    assert {"sft", "sft_confidence", "posttrain", "evaluate", "report"} <= set(rules)
     assert not {"data", "tokenize", "train"} & set(rules)
     with edited(root / "requirements.lock", "torch==2.13.0", "torch==2.13.0  # edited"):
         rules = planned(smoke_project)

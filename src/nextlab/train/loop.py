@@ -153,6 +153,97 @@ class TrainOutcome:
     curve: list[dict[str, Any]]
 
 
+def optimizer_step(state: TrainState, model: torch.nn.Module, train_data: TokenData, params: TrainParams,
+                   ranks: distributed.Ranks, lr: float) -> torch.Tensor:
+    """One optimizer step over `params.grad_accum` micro-batches at learning rate `lr`; the global
+    batch's mean loss, as a float64 tensor left on the device (reading it would sync a GPU)."""
+    raw = state.model
+    device = state.device
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    step_loss = torch.zeros((), dtype=torch.float64, device=device)
+    for _ in range(params.grad_accum):
+        x, y = train_data.batch(params.batch_size, raw.config.block_size, state.data_generator)
+        x, y = dev.to_device(ranks.shard(x), device), dev.to_device(ranks.shard(y), device)
+        with dev.autocast(device):
+            # The loss outside the wrapped model: torch.compile (CUDA) then compiles the same
+            # graph as ever, and its fused kernels cannot change the loss's bits.
+            loss = raw.loss(model(x), y) / params.grad_accum
+        loss.backward()
+        step_loss += loss.detach().double()  # as float64: the sum a Python float would make
+    # The logged loss is the whole global batch's (equal shards: the mean of the ranks' means).
+    step_loss = distributed.mean(step_loss, ranks)
+    if params.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), params.grad_clip)
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.tokens += params.batch_size * params.grad_accum * raw.config.block_size
+    return step_loss
+
+
+class StepLog:
+    """The curve's rows, logged in windows of steps.
+
+    On a GPU the host must not wait for every step: reading the loss (`.item()`) or timing a step
+    syncs the device and starves it. Steps are therefore logged in windows: the losses stay on the
+    device until the window ends, one sync times the window, and the host builds the next batch
+    (pinned, copied without blocking) while the device still computes. On the CPU, where nothing
+    is asynchronous, the window is one step and every row is timed on its own.
+    """
+
+    def __init__(self, state: TrainState, params: TrainParams, window: int,
+                 validate: Callable[[], float | None], record: Callable[[dict[str, Any]], None], bar: Any):
+        self.state, self.params, self.window = state, params, window
+        self.validate, self.record, self.bar = validate, record, bar
+        self.tokens_per_step = params.batch_size * params.grad_accum * state.model.config.block_size
+        self.pending: list[tuple[dict[str, Any], torch.Tensor]] = []
+        self.train_loss = float("nan")
+        self.first_window = True
+        self.window_start = time.perf_counter()
+
+    def add(self, row: dict[str, Any], loss: torch.Tensor, *, evaluate: bool, flush: bool) -> None:
+        """Queue a step's row; log the window when it is full, or now (`flush`, `evaluate`)."""
+        self.pending.append((row, loss))
+        if len(self.pending) >= self.window or evaluate or flush:
+            self.flush(evaluate=evaluate)
+
+    def flush(self, evaluate: bool = False) -> None:
+        """Time and record the pending steps; `evaluate`: validate after the last one (untimed)."""
+        if not self.pending:
+            return
+        state, params, pending = self.state, self.params, self.pending
+        losses = torch.stack([loss for _, loss in pending]).tolist()  # one sync for the window
+        dev.synchronize(state.device)
+        elapsed = time.perf_counter() - self.window_start
+        for (row, _), loss in zip(pending, losses):
+            if not math.isfinite(loss):
+                raise NextlabError(
+                    f"training diverged: loss is {loss} at step {row['step']}; lower train.lr "
+                    f"(now {params.lr}) or raise train.warmup_steps"
+                )
+            row["train_loss"] = loss
+            row["tokens_per_s"] = self.tokens_per_step * len(pending) / elapsed
+        # A process's first step pays for warm-up (allocations, compilation): leave its window out.
+        if not self.first_window:
+            state.train_seconds += elapsed
+            state.timed_steps += len(pending)
+        self.first_window = False
+        self.train_loss = losses[-1]
+        if evaluate:
+            pending[-1][0]["val_loss"] = self.validate()
+        for row, _ in pending:
+            if row["val_loss"] is not None or row["step"] == params.steps:
+                log.info("step %d/%d: train loss %.4f, val loss %s, %.0f tokens/s", row["step"], params.steps,
+                         row["train_loss"], "n/a" if row["val_loss"] is None else f"{row['val_loss']:.4f}",
+                         row["tokens_per_s"])
+            self.record(row)
+        self.bar.update(len(pending))
+        self.bar.set_postfix(loss=f"{self.train_loss:.3f}", tok_s=f"{pending[-1][0]['tokens_per_s']:.0f}")
+        pending.clear()
+        self.window_start = time.perf_counter()
+
+
 def train(
     state: TrainState,
     train_data: TokenData,
@@ -186,8 +277,6 @@ def train(
     net = distributed.wrap(raw, ranks, device)
     model = torch.compile(net) if compile_model and device.type == "cuda" else net
     model.train()
-    tokens_per_step = params.batch_size * params.grad_accum * config.block_size
-    flops_per_token = raw.flops_per_token()
     val_seed = seeds(seed)["val"]
     train_config = params.model_dump(mode="json") | {"seed": seed}
 
@@ -208,82 +297,15 @@ def train(
         record({"step": 0, "lr": 0.0, "train_loss": None, "val_loss": validate(), "tokens_per_s": None})
 
     bar = progress_bar(params.steps, "step", "pretraining", initial=state.step, show=progress)
-    # On a GPU the host must not wait for every step: reading the loss (`.item()`) or timing a step
-    # syncs the device and starves it. Steps are therefore logged in windows: the losses stay on
-    # the device until the window ends, one sync times the window, and the host builds the next
-    # batch (pinned, copied without blocking) while the device still computes. On the CPU, where
-    # nothing is asynchronous, the window is one step and every row is timed on its own.
-    window = log_window or (1 if device.type == "cpu" else LOG_WINDOW)
-    pending: list[tuple[dict[str, Any], torch.Tensor]] = []
-    train_loss = float("nan")
-    first_step = True
-    window_start = time.perf_counter()
-
-    def flush(evaluate: bool = False) -> None:
-        """Time and record the pending steps; `evaluate`: validate after the last one (untimed)."""
-        nonlocal window_start, first_step, train_loss
-        if not pending:
-            return
-        losses = torch.stack([loss for _, loss in pending]).tolist()  # one sync for the window
-        dev.synchronize(device)
-        elapsed = time.perf_counter() - window_start
-        for (row, _), loss in zip(pending, losses):
-            if not math.isfinite(loss):
-                raise NextlabError(
-                    f"training diverged: loss is {loss} at step {row['step']}; lower train.lr "
-                    f"(now {params.lr}) or raise train.warmup_steps"
-                )
-            row["train_loss"] = loss
-            row["tokens_per_s"] = tokens_per_step * len(pending) / elapsed
-        # A process's first step pays for warm-up (allocations, compilation): leave its window out.
-        if not first_step:
-            state.train_seconds += elapsed
-            state.timed_steps += len(pending)
-        first_step = False
-        train_loss = losses[-1]
-        if evaluate:
-            pending[-1][0]["val_loss"] = validate()
-        for row, _ in pending:
-            if row["val_loss"] is not None or row["step"] == params.steps:
-                log.info("step %d/%d: train loss %.4f, val loss %s, %.0f tokens/s", row["step"], params.steps,
-                         row["train_loss"], "n/a" if row["val_loss"] is None else f"{row['val_loss']:.4f}",
-                         row["tokens_per_s"])
-            record(row)
-        bar.update(len(pending))
-        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{pending[-1][0]['tokens_per_s']:.0f}")
-        pending.clear()
-        window_start = time.perf_counter()
-
+    steps = StepLog(state, params, log_window or (1 if device.type == "cpu" else LOG_WINDOW), validate, record, bar)
     while state.step < params.steps:
         lr = lr_at(state.step, params.lr, params.steps, params.warmup_steps, params.min_lr_ratio)
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr
-        step_loss = torch.zeros((), dtype=torch.float64, device=device)
-        for _ in range(params.grad_accum):
-            x, y = train_data.batch(params.batch_size, config.block_size, state.data_generator)
-            x, y = dev.to_device(ranks.shard(x), device), dev.to_device(ranks.shard(y), device)
-            with dev.autocast(device):
-                # The loss outside the wrapped model: torch.compile (CUDA) then compiles the same
-                # graph as ever, and its fused kernels cannot change the loss's bits.
-                loss = raw.loss(model(x), y) / params.grad_accum
-            loss.backward()
-            step_loss += loss.detach().double()  # as float64: the sum a Python float would make
-        # The logged loss is the whole global batch's (equal shards: the mean of the ranks' means).
-        step_loss = distributed.mean(step_loss, ranks)
-        if params.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), params.grad_clip)
-        state.optimizer.step()
-        state.optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        state.tokens += tokens_per_step
-
+        step_loss = optimizer_step(state, model, train_data, params, ranks, lr)
         row: dict[str, Any] = {"step": state.step, "lr": lr, "train_loss": None, "val_loss": None,
                                "tokens_per_s": None}
         evaluating = state.step % params.eval_every == 0 or state.step == params.steps
         checkpointing = state.step % params.checkpoint_every == 0 and state.step < params.steps and ranks.is_main
-        pending.append((row, step_loss))
-        if len(pending) >= window or evaluating or checkpointing:
-            flush(evaluate=evaluating)
+        steps.add(row, step_loss, evaluate=evaluating, flush=checkpointing)
         if checkpointing:
             save_checkpoint(
                 checkpoint_path, raw, tokenizer_hash=tokenizer_hash, step=state.step,
@@ -291,7 +313,12 @@ def train(
                 extra={"curve": state.curve, **state.counters()},
             )
     bar.close()
+    return outcome_of(state, steps.train_loss, steps.tokens_per_step, raw.flops_per_token(), peak_flops)
 
+
+def outcome_of(state: TrainState, train_loss: float, tokens_per_step: int, flops_per_token: float,
+               peak_flops: float | None) -> TrainOutcome:
+    """The final figures of a run: the last losses, and the speed of its timed steps."""
     timed_steps = max(1, state.timed_steps)
     tokens_per_s = timed_steps * tokens_per_step / state.train_seconds if state.train_seconds > 0 else float("nan")
     mfu = flops_per_token * tokens_per_s / peak_flops if peak_flops else None

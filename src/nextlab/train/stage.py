@@ -29,13 +29,13 @@ import torch
 from nextlab.config import Study
 from nextlab.errors import InputFileError, NextlabError
 from nextlab.io import atomic_path, read_json, require_file, sha256_file, write_json
-from nextlab.model import GPTConfig
+from nextlab.model import GPT, GPTConfig
 from nextlab.model import device as dev
 from nextlab.model.checkpoint import check_compatible, read_checkpoint
 from nextlab.provenance import data_hash_of, provenance
 from nextlab.train import distributed
 from nextlab.train.batches import TokenData
-from nextlab.train.loop import final_checkpoint, new_state, resume_state, train, trajectory_config
+from nextlab.train.loop import TrainState, final_checkpoint, new_state, resume_state, train, trajectory_config
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,44 @@ def write_curve(path: Path, curve: list[dict[str, Any]], columns: tuple[str, ...
             writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
 
 
+def start_state(study: Study, loaded: TrainInputs, last: Path, device: torch.device, ranks: distributed.Ranks,
+                *, fresh: bool) -> TrainState:
+    """Where training starts: the run a previous job left in `last` (when it was made with the same
+    tokenizer, model and trajectory params), or a fresh seeded model (`fresh`: always)."""
+    if ranks.is_main:
+        if fresh and last.exists():
+            last.unlink()
+        # A kill -9 mid-write leaves the atomic writer's temp file behind; the rename never happened.
+        for stale in last.parent.glob(f".{last.name}.*.tmp") if last.parent.is_dir() else ():
+            stale.unlink()
+    distributed.barrier(ranks)  # every rank decides on resuming from the same files
+    if not last.exists():
+        return new_state(loaded.config, study.train, study.seed, device)
+    ckpt = read_checkpoint(last)
+    try:
+        check_compatible(ckpt, last, tokenizer_hash=loaded.tokenizer_hash, model_config=loaded.config.to_dict(),
+                         train_config=trajectory_config(study.train, study.seed))
+    except NextlabError as err:
+        raise NextlabError(f"{err}. Delete it or pass --fresh to start over") from None
+    state = resume_state(ckpt, study.train, device)
+    log.info("resuming from %s at step %d", last, state.step)
+    return state
+
+
+def probe_facts(gpt: GPT, loaded: TrainInputs, path: Path) -> dict[str, Any]:
+    """What the trained model recalls, by how often each fact was seen: `facts.csv` at `path`, and
+    its flat metrics."""
+    from nextlab.train.facts import bio_fact_rows, by_mentions, flat_metrics, qa_rows
+
+    bio = bio_fact_rows(gpt, loaded.tokenizer, loaded.probe["docs"], loaded.probe["mentions"])
+    qa = qa_rows(gpt, loaded.tokenizer, loaded.probe["qa"])
+    table = by_mentions(bio, qa)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    log.info("fact accuracy by mention count:\n%s", table.to_string(index=False))
+    return flat_metrics(table, bio, qa)
+
+
 def run(
     study: Study,
     inputs: Inputs,
@@ -146,7 +184,6 @@ def run(
     and seed); `timing.json` and `timing.csv` hold how fast it went, which differs run to run.
     `on_step(row)` sees every curve row as it is recorded (a resumed run replays the rows so far).
     """
-    from nextlab.train.facts import bio_fact_rows, by_mentions, flat_metrics, qa_rows
     from nextlab.train.plot import plot_loss
 
     params = study.train
@@ -158,26 +195,7 @@ def run(
     device = distributed.init(ranks, dev.resolve_device(study.device))
     dev.setup_device(device)
     last = out / "last.pt"
-
-    if ranks.is_main:
-        if fresh and last.exists():
-            last.unlink()
-        # A kill -9 mid-write leaves the atomic writer's temp file behind; the rename never happened.
-        for stale in out.glob(".last.pt.*.tmp") if out.is_dir() else ():
-            stale.unlink()
-    distributed.barrier(ranks)  # every rank decides on resuming from the same files
-    if last.exists():
-        ckpt = read_checkpoint(last)
-        try:
-            check_compatible(ckpt, last, tokenizer_hash=loaded.tokenizer_hash,
-                             model_config=loaded.config.to_dict(),
-                             train_config=trajectory_config(params, study.seed))
-        except NextlabError as err:
-            raise NextlabError(f"{err}. Delete it or pass --fresh to start over") from None
-        state = resume_state(ckpt, params, device)
-        log.info("resuming %s from %s at step %d", model_name, last, state.step)
-    else:
-        state = new_state(loaded.config, params, study.seed, device)
+    state = start_state(study, loaded, last, device, ranks, fresh=fresh)
     peak = dev.peak_flops(device, params.cpu_peak_flops)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -220,14 +238,8 @@ def run(
 
     if loaded.probe is not None:
         probe_start = time.perf_counter()
-        bio = bio_fact_rows(gpt, loaded.tokenizer, loaded.probe["docs"], loaded.probe["mentions"])
-        qa = qa_rows(gpt, loaded.tokenizer, loaded.probe["qa"])
-        table = by_mentions(bio, qa)
-        with atomic_path(out / "facts.csv") as tmp:
-            table.to_csv(tmp, index=False, float_format="%.4f")
-        metrics |= flat_metrics(table, bio, qa)
+        metrics |= probe_facts(gpt, loaded, out / "facts.csv")
         timing["probe_seconds"] = time.perf_counter() - probe_start
-        log.info("fact accuracy by mention count:\n%s", table.to_string(index=False))
 
     final_checkpoint(state, out / "ckpt.pt", params, study.seed, loaded.tokenizer_hash, device=study.device,
                      extra={"model_name": model_name, "metrics": metrics})
