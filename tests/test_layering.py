@@ -7,7 +7,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "nextlab"
 # Rank in the data flow; packages of equal rank must not import each other either.
 LAYERS = {
-    "config": 0, "data": 1, "tokenizer": 2, "model": 3, "generate": 3, "train": 4, "qa": 5,
+    "config": 0, "data": 1, "tokenizer": 2, "model": 3, "generate": 3, "qa": 4, "train": 5,
     "posttrain": 6, "evaluate": 7, "nondeterminism": 7, "agent": 7, "mechanisms": 8, "positions": 8, "report": 9,
 }
 # Beside the flow, usable by any layer: errors, io, provenance, tracking, the results' layout and

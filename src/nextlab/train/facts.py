@@ -23,11 +23,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from nextlab.config.tokenizer import SPECIAL_TOKENS
 from nextlab.generate import generate, pad
-
-BOS_ID = SPECIAL_TOKENS.index("<|bos|>")
-EOS_ID = SPECIAL_TOKENS.index("<|eos|>")
+from nextlab.qa.codec import QACodec
+from nextlab.tokenizer import BOS_ID, EOS_ID
 
 
 def value_token_positions(offsets: list[tuple[int, int]], start: int, end: int) -> list[int]:
@@ -79,11 +77,6 @@ def bio_fact_rows(
     return pd.DataFrame(rows, columns=["person", "attribute", "mentions", "tokens", "token_acc", "correct"])
 
 
-def qa_prompt(tokenizer: Any, question: str) -> list[int]:
-    """`<|bos|><|question|>{question}<|answer|>` as token ids."""
-    return [BOS_ID, *tokenizer.encode(f"<|question|>{question}<|answer|>", add_special_tokens=False).ids]
-
-
 def qa_rows(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -98,7 +91,8 @@ def qa_rows(
     rows = qa[(qa["split"] == split) & qa["seen"]]
     answers = rows["answer"].tolist()
     longest = max((len(tokenizer.encode(" " + a, add_special_tokens=False).ids) for a in answers), default=0)
-    all_prompts = [qa_prompt(tokenizer, q) for q in rows["question"]]
+    codec = QACodec(tokenizer)  # the QA format every later stage uses
+    all_prompts = [codec.prompt(q) for q in rows["question"]]
     # Questions whose prompt leaves no room for the answer in the context window are left out.
     fits = [len(p) + longest + 1 <= model.config.block_size for p in all_prompts]
     rows = rows[fits]
