@@ -162,14 +162,7 @@ def pg_step(
     scored = [reward_fn(i // G, toks) for i, toks in enumerate(answers)]
     rewards = np.array([r for r, _ in scored], dtype=float).reshape(len(prompts), G)
     grades = [g for _, g in scored]
-    if cfg.advantage == "vs_abstain":
-        adv_np = versus_abstain_advantages(rewards, cfg.abstain_reward)
-    elif cfg.advantage == "group":
-        adv_np = group_advantages(rewards)
-    elif factored:
-        adv_np, answer_better, decision_weight = factored_targets(rewards, cfg.abstain_reward, cfg.reward_range)
-    else:
-        raise ValueError(f"advantage {cfg.advantage!r}; allowed: group, vs_abstain, factored")
+    adv_np, answer_better, decision_weight = _advantages(rewards, cfg)
     adv = torch.tensor(adv_np.reshape(-1), dtype=torch.float32)
 
     policy.train()
@@ -179,31 +172,13 @@ def pg_step(
     logp_t = F.log_softmax(logits / cfg.temperature, dim=-1)
     token_logp = logp_t.gather(-1, targets[:, :, None]).squeeze(-1) * mask
     answer_logp = token_logp.sum(1)
+    p_abstain = None
     if factored:
-        # At the first answer position: log pi(abstain) and log pi(answer) = log of the rest.
-        first = logp_t[:, 0, :]
-        log_abstain = first[:, cfg.abstain_token]
-        log_answer = torch.logsumexp(first.index_fill(1, torch.tensor([cfg.abstain_token], device=first.device),
-                                                      float("-inf")), dim=-1)
-        answer_logp = answer_logp - log_answer  # log pi(answer tokens | answering)
-        better = torch.tensor(np.repeat(answer_better, G), device=logits.device)
-        weight = torch.tensor(np.repeat(decision_weight, G), dtype=torch.float32, device=logits.device)
-        decision_loss = -(weight * torch.where(better, log_answer, log_abstain)).mean()
-        p_abstain = log_abstain.detach().exp().reshape(len(prompts), G).mean(1).cpu().numpy()
+        answer_logp, decision_loss, p_abstain = _decision(logp_t, answer_logp, answer_better, decision_weight, cfg)
     else:
         decision_loss = torch.zeros((), device=logits.device)
     pg_loss = -(adv * answer_logp).mean() + decision_loss
-
-    n_tokens = mask.sum().clamp(min=1)
-    if ref is not None and cfg.kl_coef > 0:
-        logp = F.log_softmax(logits, dim=-1)
-        with torch.no_grad():
-            ref_logits, _, _ = trainer_logits(ref, repeated, answers, cfg.pad_id)
-            ref_logp = F.log_softmax(ref_logits, dim=-1)
-        kl_tok = (logp.exp() * (logp - ref_logp)).sum(-1)
-        kl = (kl_tok * mask).sum() / n_tokens
-    else:
-        kl = torch.zeros((), device=logits.device)
+    kl = _kl_to_reference(ref, logits, repeated, answers, mask, cfg)
     loss = pg_loss + cfg.kl_coef * kl
 
     optimizer.zero_grad(set_to_none=True)
@@ -216,22 +191,7 @@ def pg_step(
     optimizer.step()
     policy.eval()
 
-    n = len(grades)
-    if factored:  # answers were drawn given answering: the sampled policy's expected rates
-        answering = 1.0 - p_abstain
-        per_prompt = {g: np.array([x == g for x in grades], dtype=float).reshape(len(prompts), G).mean(1)
-                      for g in ("correct", "wrong")}
-        abstained = np.repeat(p_abstain, G)
-        rates = {"reward": float((answering * rewards.mean(1) + p_abstain * cfg.abstain_reward).mean()),
-                 "answer_rate": float(answering.mean()), "abstain_rate": float(p_abstain.mean()),
-                 "correct_rate": float((answering * per_prompt["correct"]).mean()),
-                 "wrong_rate": float((answering * per_prompt["wrong"]).mean())}
-    else:
-        abstained = np.array([g == "abstain" for g in grades], dtype=float)
-        rates = {"reward": float(rewards.mean()), "answer_rate": sum(g != "abstain" for g in grades) / n,
-                 "abstain_rate": sum(g == "abstain" for g in grades) / n,
-                 "correct_rate": sum(g == "correct" for g in grades) / n,
-                 "wrong_rate": sum(g == "wrong" for g in grades) / n}
+    rates, abstained = _rates(grades, rewards, p_abstain, cfg)
     if abstain_by_answer is not None:
         abstain_by_answer.extend(abstained.tolist())
     return {
@@ -244,6 +204,72 @@ def pg_step(
         "kl": float(kl.detach()),
         "loss": float(loss.detach()),
         "grad_norm": float(grad_norm),
-        "answer_tokens": float(mask.sum()) / n,
+        "answer_tokens": float(mask.sum()) / len(grades),
         **on_policy,
     }
+
+
+def _advantages(rewards: np.ndarray, cfg: PGConfig) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Each drawn answer's advantage under `cfg.advantage`; `factored` adds, per prompt, whether
+    answering beats abstaining and the weight of that decision."""
+    if cfg.advantage == "vs_abstain":
+        return versus_abstain_advantages(rewards, cfg.abstain_reward), None, None
+    if cfg.advantage == "group":
+        return group_advantages(rewards), None, None
+    if cfg.advantage == "factored":
+        return factored_targets(rewards, cfg.abstain_reward, cfg.reward_range)
+    raise ValueError(f"advantage {cfg.advantage!r}; allowed: group, vs_abstain, factored")
+
+
+def _decision(logp_t: torch.Tensor, answer_logp: torch.Tensor, answer_better: np.ndarray,
+              decision_weight: np.ndarray, cfg: PGConfig) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The factored step's split of an answer's log-probability: log pi(answer tokens | answering),
+    the answer-or-abstain decision's loss, and each prompt's probability of abstaining."""
+    G = cfg.group_size
+    # At the first answer position: log pi(abstain) and log pi(answer) = log of the rest.
+    first = logp_t[:, 0, :]
+    log_abstain = first[:, cfg.abstain_token]
+    log_answer = torch.logsumexp(first.index_fill(1, torch.tensor([cfg.abstain_token], device=first.device),
+                                                  float("-inf")), dim=-1)
+    better = torch.tensor(np.repeat(answer_better, G), device=logp_t.device)
+    weight = torch.tensor(np.repeat(decision_weight, G), dtype=torch.float32, device=logp_t.device)
+    decision_loss = -(weight * torch.where(better, log_answer, log_abstain)).mean()
+    p_abstain = log_abstain.detach().exp().reshape(-1, G).mean(1).cpu().numpy()
+    return answer_logp - log_answer, decision_loss, p_abstain
+
+
+def _kl_to_reference(ref: torch.nn.Module | None, logits: torch.Tensor, repeated: list[list[int]],
+                     answers: list[list[int]], mask: torch.Tensor, cfg: PGConfig) -> torch.Tensor:
+    """The policy's mean KL to the frozen reference over the answer tokens (0 without one)."""
+    if ref is None or cfg.kl_coef <= 0:
+        return torch.zeros((), device=logits.device)
+    n_tokens = mask.sum().clamp(min=1)
+    logp = F.log_softmax(logits, dim=-1)
+    with torch.no_grad():
+        ref_logits, _, _ = trainer_logits(ref, repeated, answers, cfg.pad_id)
+        ref_logp = F.log_softmax(ref_logits, dim=-1)
+    kl_tok = (logp.exp() * (logp - ref_logp)).sum(-1)
+    return (kl_tok * mask).sum() / n_tokens
+
+
+def _rates(grades: list[str], rewards: np.ndarray, p_abstain: np.ndarray | None,
+           cfg: PGConfig) -> tuple[dict[str, float], np.ndarray]:
+    """The step's reward and answer / abstain / correct / wrong rates, and per drawn answer whether
+    it abstained. Under `factored` answers were drawn given answering, so the rates are the
+    sampled policy's expected ones (`p_abstain`: each prompt's probability of abstaining)."""
+    G = cfg.group_size
+    n = len(grades)
+    if p_abstain is not None:
+        answering = 1.0 - p_abstain
+        per_prompt = {g: np.array([x == g for x in grades], dtype=float).reshape(-1, G).mean(1)
+                      for g in ("correct", "wrong")}
+        rates = {"reward": float((answering * rewards.mean(1) + p_abstain * cfg.abstain_reward).mean()),
+                 "answer_rate": float(answering.mean()), "abstain_rate": float(p_abstain.mean()),
+                 "correct_rate": float((answering * per_prompt["correct"]).mean()),
+                 "wrong_rate": float((answering * per_prompt["wrong"]).mean())}
+        return rates, np.repeat(p_abstain, G)
+    rates = {"reward": float(rewards.mean()), "answer_rate": sum(g != "abstain" for g in grades) / n,
+             "abstain_rate": sum(g == "abstain" for g in grades) / n,
+             "correct_rate": sum(g == "correct" for g in grades) / n,
+             "wrong_rate": sum(g == "wrong" for g in grades) / n}
+    return rates, np.array([g == "abstain" for g in grades], dtype=float)
