@@ -35,23 +35,26 @@ SKIPPED_KEYS = re.compile(r"^(code_hash|git_commit|git_dirty|params_hash|study_p
                           r"wall_s|started|finished|created|tokens_per_s|.*per_second|mfu)$")
 
 
-def _json_diff(a: Any, b: Any, where: str = "") -> str | None:
-    """Where two JSON values first differ (None when equal), provenance and time keys left out."""
+def _value_diff(a: Any, b: Any, where: str = "") -> str | None:
+    """Where two values first differ (None when equal): JSON values, and checkpoints' nested dicts
+    of tensors (bitwise); provenance and time keys left out."""
+    if type(a).__name__ == "Tensor" and type(b).__name__ == "Tensor":
+        return _tensor_diff(a, b, where)
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
+        for key in sorted(set(a) | set(b), key=str):
             if SKIPPED_KEYS.match(str(key)):
                 continue
             if key not in a or key not in b:
                 return f"{where}/{key}: only in {'second' if key not in a else 'first'}"
-            found = _json_diff(a[key], b[key], f"{where}/{key}")
+            found = _value_diff(a[key], b[key], f"{where}/{key}")
             if found:
                 return found
         return None
-    if isinstance(a, list) and isinstance(b, list):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
             return f"{where}: {len(a)} vs {len(b)} items"
         for i, (x, y) in enumerate(zip(a, b)):
-            found = _json_diff(x, y, f"{where}[{i}]")
+            found = _value_diff(x, y, f"{where}[{i}]")
             if found:
                 return found
         return None
@@ -60,35 +63,15 @@ def _json_diff(a: Any, b: Any, where: str = "") -> str | None:
     return None if a == b and type(a) is type(b) else f"{where}: {a!r} vs {b!r}"
 
 
-def _tensor_diff(a: Any, b: Any, where: str = "") -> str | None:
+def _tensor_diff(a: Any, b: Any, where: str) -> str | None:
     import torch
 
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return f"{where}: {tuple(a.shape)} {a.dtype} vs {tuple(b.shape)} {b.dtype}"
-        bits = (lambda t: t.reshape(-1).view(torch.uint8)) if a.dtype.is_floating_point else (lambda t: t)
-        if not torch.equal(bits(a), bits(b)):
-            return f"{where}: values differ (max |diff| {(a.double() - b.double()).abs().max().item():.3g})"
-        return None
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b), key=str):
-            if SKIPPED_KEYS.match(str(key)):
-                continue
-            if key not in a or key not in b:
-                return f"{where}/{key}: only in {'second' if key not in a else 'first'}"
-            found = _tensor_diff(a[key], b[key], f"{where}/{key}")
-            if found:
-                return found
-        return None
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            return f"{where}: {len(a)} vs {len(b)} items"
-        for i, (x, y) in enumerate(zip(a, b)):
-            found = _tensor_diff(x, y, f"{where}[{i}]")
-            if found:
-                return found
-        return None
-    return _json_diff(a, b, where)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return f"{where}: {tuple(a.shape)} {a.dtype} vs {tuple(b.shape)} {b.dtype}"
+    bits = (lambda t: t.reshape(-1).view(torch.uint8)) if a.dtype.is_floating_point else (lambda t: t)
+    if not torch.equal(bits(a), bits(b)):
+        return f"{where}: values differ (max |diff| {(a.double() - b.double()).abs().max().item():.3g})"
+    return None
 
 
 def _frame_diff(a, b) -> str | None:
@@ -111,8 +94,8 @@ def file_diff(a: Path, b: Path) -> str | None:
     if suffix == ".pt":
         import torch
 
-        return _tensor_diff(torch.load(a, map_location="cpu", weights_only=True),
-                            torch.load(b, map_location="cpu", weights_only=True))
+        return _value_diff(torch.load(a, map_location="cpu", weights_only=True),
+                           torch.load(b, map_location="cpu", weights_only=True))
     if suffix in (".parquet", ".csv"):
         import pandas as pd
 
@@ -126,10 +109,10 @@ def file_diff(a: Path, b: Path) -> str | None:
         x, y = np.load(a), np.load(b)
         return None if x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes() else "arrays differ"
     if suffix == ".json":
-        return _json_diff(json.loads(a.read_text()), json.loads(b.read_text()))
+        return _value_diff(json.loads(a.read_text()), json.loads(b.read_text()))
     if suffix == ".jsonl":
         lines_a, lines_b = a.read_text().splitlines(), b.read_text().splitlines()
-        return _json_diff([json.loads(x) for x in lines_a], [json.loads(x) for x in lines_b])
+        return _value_diff([json.loads(x) for x in lines_a], [json.loads(x) for x in lines_b])
     return None if a.read_bytes() == b.read_bytes() else "bytes differ"
 
 
