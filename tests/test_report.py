@@ -98,8 +98,11 @@ def test_report_builds_from_tables_with_no_model(project, tmp_path):
     assert not list(results.rglob("*.pt"))
     out = tmp_path / "reports"
     start = time.perf_counter()
+    # Its own tracking store: a report run by hand has no pipeline parent, and the shared project's
+    # runs must stay as the study left them for the tests that read them (tests/test_pipeline.py).
+    env = {**project["env"], "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     proc = run(["nextlab", "report", "--params", SMOKE, "--results", str(results), "--out", str(out),
-                "--data-out", str(tmp_path / "data")], project["path"], project["env"])
+                "--data-out", str(tmp_path / "data")], project["path"], env)
     seconds = time.perf_counter() - start
     findings = json.loads((tmp_path / "data" / "findings.json").read_text())
     assert findings["report.figures_drawn"] == findings["report.figures"], proc.stderr
